@@ -128,6 +128,17 @@ def generate(backend: Backend, requests: list[Request], keys: list[str],
     return {k: done[k] for k in keys}
 
 
+def resolve_model(spec: dict) -> dict:
+    """A model that is a local directory (a checkpoint this workflow trained) is keyed by its
+    content hash, so retraining it invalidates its cached responses and nothing else does."""
+    path = spec.get("model", "")
+    if os.path.isdir(path) and not spec.get("revision"):
+        from mmfr.provenance import known_sha256
+
+        return {**spec, "revision": "sha256:" + known_sha256(path)}
+    return spec
+
+
 def make_backend(spec: dict, **kwargs) -> Backend:
     """``spec`` is a model block of the config: ``{backend, model, revision, ...}``."""
     kind = spec["backend"]

@@ -1,0 +1,97 @@
+"""The demo teacher: writes captions and four-phase traces from a synthetic sample's scene
+program, with a seeded rate of mistakes and malformed outputs so verification has real work."""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator
+
+from mmfr.generate import Request, Response
+
+DEFAULT_MISTAKES = {"wrong_answer": 0.0, "no_answer_tag": 0.0, "unclosed_think": 0.0,
+                    "repetition": 0.0, "too_short": 0.0}
+
+
+class ScriptedBackend:
+    name = "scripted"
+
+    def __init__(self, spec: dict, **_):
+        self.mistakes = {**DEFAULT_MISTAKES, **(spec.get("mistakes") or {})}
+        unknown = set(self.mistakes) - set(DEFAULT_MISTAKES)
+        if unknown:
+            raise ValueError(f"scripted backend: unknown mistakes {sorted(unknown)} (known: {sorted(DEFAULT_MISTAKES)})")
+
+    def generate(self, requests: list[Request], keys: list[str]) -> Iterator[Response]:
+        for req, key in zip(requests, keys):
+            task = req.context.get("task")
+            try:
+                if task == "caption":
+                    text = caption(req.context["metadata"])
+                elif task == "trace":
+                    text = trace(req.context, random.Random(req.seed), self.mistakes)
+                else:
+                    raise ValueError(f"scripted backend cannot do task {task!r}")
+            except Exception as e:  # a record without a scene program, say
+                yield Response(key, req.sample_id, req.sample_index, "", "error", 0, f"{type(e).__name__}: {e}")
+                continue
+            yield Response(key, req.sample_id, req.sample_index, text, "stop", len(text.split()))
+
+
+def caption(metadata: dict) -> str:
+    from mmfr import synth
+
+    d = synth.describe(metadata)
+    parts = [f"Category: {d['category']}", f"Summary: {d['summary']}"]
+    for title, key in (("Components", "components"), ("Interactions", "interactions"),
+                       ("Implicit properties", "implicit"), ("Ambiguities", "ambiguities")):
+        items = d[key] or ["none"]
+        parts.append(f"{title}:\n" + "\n".join(f"- {x}" for x in items))
+    return "\n".join(parts)
+
+
+def wrong_answer(answer: str, answer_type: str, choices: list[str], rng: random.Random) -> str:
+    if answer_type == "choice" and choices:
+        others = [chr(65 + i) for i in range(len(choices)) if chr(65 + i) != answer]
+        return rng.choice(others) if others else answer
+    try:
+        value = float(answer)
+        delta = rng.choice([-2, -1, 1, 2, 3])
+        return str(int(value) + delta) if value.is_integer() else f"{value + delta:g}"
+    except ValueError:
+        return f"2{answer}" if answer else "0"
+
+
+def trace(context: dict, rng: random.Random, mistakes: dict) -> str:
+    """A four-phase reasoning trace for one record; ``mistakes`` are per-trace probabilities."""
+    from mmfr import synth
+
+    sol = synth.solution(context["metadata"])
+    answer = sol["answer"]
+    kind = None
+    roll, acc = rng.random(), 0.0
+    for name, p in mistakes.items():
+        acc += p
+        if roll < acc:
+            kind = name
+            break
+    steps = list(sol["steps"])
+    if kind == "wrong_answer":
+        answer = wrong_answer(answer, context["answer_type"], context.get("choices") or [], rng)
+        steps.append(f"So the result is {answer}.")
+    phases = [
+        "Phase 1: information extraction. I read the image carefully before anything else. "
+        + " ".join(sol["facts"]),
+        "Phase 2: problem setup. " + sol["setup"],
+        "Phase 3: solution execution. " + " ".join(steps),
+        "Phase 4: validation. " + (sol["check"] if kind != "wrong_answer" else
+                                   f"Checking again, I keep the value {answer}."),
+    ]
+    if kind == "too_short":
+        phases = [f"The answer is {answer}."]
+    if kind == "repetition":
+        loop = phases[2]
+        phases[2] = " ".join([loop + " Let me redo this computation to be sure."] * 4)
+    think = "\n\n".join(phases) + f"\n\nThe final answer is: {answer}"
+    closing = "" if kind == "unclosed_think" else "\n</think>"
+    tail = "" if kind == "no_answer_tag" else f"\n<answer>{answer}</answer>"
+    return f"<think>\n{think}{closing}{tail}"

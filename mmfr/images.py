@@ -1,0 +1,70 @@
+"""Safe image decoding and normalisation: RGB, longest side capped, stored as encoded bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+
+from PIL import Image
+
+MAX_PIXELS = 178_956_970  # PIL's own bomb threshold; config may lower it
+
+
+class ImageError(ValueError):
+    """A record's image cannot be used; ``reason`` is a short machine-readable tag."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> tuple[bytes, int, int]:
+    """Decode ``data``, convert to RGB and cap the longest side at ``max_side`` keeping the aspect.
+
+    Returns (encoded bytes, width, height). Bytes are kept as they are when the image is already RGB
+    and small enough; otherwise the result is re-encoded as PNG (lossless, deterministic).
+    Raises ImageError('image_missing'|'image_too_large'|'image_corrupt'|'image_truncated').
+    """
+    if not data:
+        raise ImageError("image_missing")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size  # header only: check size before decoding pixels
+            if width * height > max_pixels:
+                raise ImageError("image_too_large", f"{width}x{height} > {max_pixels} pixels")
+            img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError("image_too_large", str(e)) from None
+    except OSError as e:
+        reason = "image_truncated" if "truncated" in str(e).lower() else "image_corrupt"
+        raise ImageError(reason, str(e)) from None
+    except Exception as e:  # PIL raises a zoo of errors on hostile input
+        raise ImageError("image_corrupt", f"{type(e).__name__}: {e}") from None
+    if img.mode == "RGB" and max(img.size) <= max_side and img.format in ("PNG", "JPEG"):
+        return data, width, height
+    if img.mode in ("RGBA", "LA", "P"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    img = img.convert("RGB")
+    if max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=False)
+    return out.getvalue(), img.width, img.height
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode(data: bytes) -> Image.Image:
+    """Decode normalised bytes (already checked by ``normalise``) into an RGB PIL image."""
+    return Image.open(io.BytesIO(data)).convert("RGB")

@@ -1,0 +1,122 @@
+"""Provenance: one JSON record per artifact, written beside the data under ``provenance/``.
+
+Snakemake's metadata tracks scripts by mtime, drops non-builtin params, checksums only small
+inputs and records no seed, host or GPU; this record has all of that and can be audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+ROOT = "provenance"
+PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "pyarrow", "duckdb", "pillow",
+            "math-verify", "snakemake", "vllm", "tokenizers")
+
+
+def record_path(artifact: str) -> str:
+    return os.path.join(ROOT, artifact.rstrip("/") + ".json")
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_sha256(path: str) -> str:
+    """sha256 of a file, or of a directory's sorted (relative path, file sha256) list."""
+    if os.path.isdir(path):
+        h = hashlib.sha256()
+        for p in sorted(Path(path).rglob("*")):
+            if p.is_file():
+                h.update(f"{p.relative_to(path)}\x00{file_sha256(str(p))}\n".encode())
+        return h.hexdigest()
+    return file_sha256(path)
+
+
+def rows_of(path: str) -> int | None:
+    if path.endswith(".parquet") and os.path.isfile(path):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+def known_sha256(path: str) -> str:
+    """An input's hash: from its provenance record when it has one, else computed."""
+    rec = record_path(path)
+    if os.path.exists(rec):
+        with open(rec) as f:
+            return json.load(f)["sha256"]
+    return artifact_sha256(path)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict:
+    pkg = Path(__file__).parent
+    h = hashlib.sha256()
+    for p in sorted(pkg.rglob("*")):
+        if p.is_file() and p.suffix in (".py", ".txt", ".json", ".yaml"):
+            h.update(str(p.relative_to(pkg)).encode() + b"\x00" + p.read_bytes())
+    commit = None
+    try:
+        commit = subprocess.run(["git", "-C", str(pkg), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"mmfr_sha256": h.hexdigest(), "git_commit": commit}
+
+
+@lru_cache(maxsize=1)
+def environment() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"python": sys.version.split()[0], "packages": versions, "platform": platform.platform()}
+
+
+def hardware() -> dict:
+    """Host, SLURM job and GPUs. torch is consulted only if the job already imported it."""
+    info = {"host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "gpus": []}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def write(artifact: str, *, rule: str, wildcards: dict, params: dict, inputs: list[str],
+          started: float, finished: float, extra: dict | None = None) -> dict:
+    record = {
+        "artifact": artifact,
+        "sha256": artifact_sha256(artifact),
+        "rows": rows_of(artifact),
+        "rule": rule,
+        "wildcards": wildcards,
+        "params": params,
+        "inputs": {p: known_sha256(p) for p in inputs if os.path.exists(p)},
+        "code": code_version(),
+        "environment": environment(),
+        "hardware": hardware(),
+        "started": started,
+        "finished": finished,
+        **(extra or {}),
+    }
+    path = record_path(artifact)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True, default=str)
+    return record

@@ -1,0 +1,62 @@
+"""The bridge between Snakemake scripts and the library: logging, provenance, clear errors.
+
+Every script is::
+
+    from mmfr.snake import step
+    with step(snakemake) as s:
+        some_function(s.input.x, s.output[0], **s.params.y)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+
+from mmfr import provenance
+
+
+def _plain(value):
+    """Snakemake params (Namedlist, dicts of them) → JSON-able values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+@contextlib.contextmanager
+def step(snakemake, extra: dict | None = None):
+    """Send logs to the rule's log file, time the step, write a provenance record per output,
+    and re-raise any error with the rule and wildcards named."""
+    log_path = snakemake.log[0] if snakemake.log else None
+    handlers = [logging.FileHandler(log_path, mode="w")] if log_path else []
+    handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rule = snakemake.rule
+    wildcards = dict(snakemake.wildcards.items())
+    log = logging.getLogger(f"mmfr.rule.{rule}")
+    log.info("rule %s %s: start", rule, wildcards)
+    started = time.time()
+    try:
+        yield snakemake
+    except Exception as e:
+        log.exception("rule %s %s failed", rule, wildcards)
+        raise RuntimeError(f"rule {rule} {wildcards} failed: {type(e).__name__}: {e} (log: {log_path})") from e
+    finished = time.time()
+    params = {k: _plain(v) for k, v in snakemake.params.items()}
+    inputs = [str(p) for p in snakemake.input]
+    for out in snakemake.output:
+        provenance.write(str(out), rule=rule, wildcards=wildcards, params=params, inputs=inputs,
+                         started=started, finished=finished, extra=extra)
+    log.info("rule %s %s: done in %.1fs", rule, wildcards, finished - started)
+
+
+def journal(snakemake) -> str:
+    """The journal of finished generation requests for a rule's first output."""
+    out = str(snakemake.output[0])
+    return f"data/journal/{out.removeprefix('data/')}.jsonl"

@@ -1,0 +1,108 @@
+"""Subsets: declarative filters over verified records and pass rates, written as datasets that
+``datasets.load_dataset(<dir>)`` reads, with a dataset card.
+
+The RL set is a seeded uniform draw held out of every SFT subset. Membership is decided per
+sample (a hash of global seed and sample id below a threshold), so adding a source or resharding
+never moves a sample already there in or out of the RL set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import duckdb
+import pyarrow as pa
+
+from mmfr import schema
+
+log = logging.getLogger(__name__)
+
+EXTRA = [("caption", pa.string()), ("response", pa.string()), ("verdict", pa.string()),
+         ("decided_by", pa.string()), ("cot_tokens", pa.int64()), ("pass_rate", pa.float64())]
+SUBSET = schema.schema_with(EXTRA)
+_SCALE = 2**60
+
+
+def in_rl(seed: int, sample_id: str, fraction: float) -> bool:
+    return schema.seed_for(seed, "rl", sample_id) % _SCALE < fraction * _SCALE
+
+
+def candidates(std: list[str], captions: list[str], verified: list[str], passrates: list[str]) -> duckdb.DuckDBPyConnection:
+    """A connection with a view ``pool``: every verified-correct record with caption, trace and pass rate."""
+    con = duckdb.connect()
+    con.execute("SET threads TO 1")  # deterministic and light; the data are read once
+    for name, paths in (("std", std), ("cap", captions), ("ver", verified), ("pr", passrates)):
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({paths!r})")
+    cols = ", ".join(f"s.{n}" for n, _ in schema.RECORD_FIELDS)
+    con.execute(f"""
+        CREATE VIEW pool AS
+        SELECT {cols}, c.caption, v.response, v.verdict, v.decided_by, v.cot_tokens, p.pass_rate
+        FROM std s
+        JOIN ver v ON v.id = s.id AND v.verdict = 'correct'
+        LEFT JOIN cap c ON c.id = s.id
+        LEFT JOIN pr p ON p.id = s.id
+    """)
+    return con
+
+
+def build(inputs: dict, out_dir: str, spec: dict, rl: dict, seed: int, shard_rows: int = 5000) -> int:
+    """Write subset ``spec`` (name, where | kind: rl) to ``out_dir``; returns its row count."""
+    con = candidates(inputs["std"], inputs["captions"], inputs["verified"], inputs["passrates"])
+    con.create_function("in_rl", lambda i: in_rl(seed, i, rl["fraction"]), [str], bool, side_effects=False)
+    if spec.get("kind") == "rl":
+        where = "in_rl(id)"
+    else:
+        where = f"NOT in_rl(id) AND ({spec.get('where', 'true')})"
+    try:
+        table = con.execute(f"SELECT * FROM pool WHERE {where} ORDER BY source, id").to_arrow_table()
+    except duckdb.Error as e:
+        raise ValueError(f"subsets.{spec['name']}.where: {spec.get('where')!r} is not a valid filter: {e}") from None
+    table = table.cast(SUBSET)
+    data_dir = os.path.join(out_dir, "data")
+    os.makedirs(data_dir, exist_ok=True)
+    n_files = max(1, -(-table.num_rows // shard_rows))
+    for i in range(n_files):
+        part = table.slice(i * shard_rows, shard_rows)
+        schema.write_table(part, os.path.join(data_dir, f"train-{i:05d}-of-{n_files:05d}.parquet"))
+    composition = con.execute(
+        f"SELECT source, count(*) n, avg(pass_rate) mean_pass_rate, avg(cot_tokens) mean_cot_tokens "
+        f"FROM pool WHERE {where} GROUP BY source ORDER BY source").fetchall()
+    write_card(out_dir, spec, rl, seed, table.num_rows, composition)
+    log.info("subset %s: %d rows in %d files", spec["name"], table.num_rows, n_files)
+    return table.num_rows
+
+
+def write_card(out_dir: str, spec: dict, rl: dict, seed: int, n: int, composition: list) -> None:
+    rule = "a seeded uniform draw" if spec.get("kind") == "rl" else f"`{spec.get('where', 'true')}`"
+    lines = [
+        "---",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path: data/train-*.parquet",
+        "---",
+        f"# {spec['name']}",
+        "",
+        f"{n} samples built by mmfr. Every sample's teacher trace verified correct against the ground truth.",
+        f"Selection: {rule}; RL hold-out fraction {rl['fraction']} (seed {seed}), "
+        + ("this set *is* the hold-out." if spec.get("kind") == "rl" else "held out of this set."),
+        "",
+        "Columns: the canonical record (`source`, `id`, `original_question`, `original_answer`, `image`, `question`,",
+        "`answer`, ...), `caption` (instruct teacher), `response` (thinking teacher: <think>…</think><answer>…</answer>),",
+        "`verdict` and `decided_by` (verification step), `cot_tokens`, `pass_rate` (proxy model, k samples).",
+        "",
+        "| source | samples | mean pass rate | mean CoT tokens |",
+        "|---|---|---|---|",
+    ]
+    for source, count, pr, tok in composition:
+        lines.append(f"| {source} | {count} | {_fmt(pr)} | {_fmt(tok)} |")
+    lines += ["", "Selection spec:", "```json", json.dumps(spec, sort_keys=True), "```", ""]
+    with open(os.path.join(out_dir, "README.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def _fmt(x) -> str:
+    return "" if x is None else f"{x:.3f}"

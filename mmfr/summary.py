@@ -1,0 +1,128 @@
+"""``results/summary.duckdb``: every stage's counts, rejects, token statistics, pass rates,
+subset composition, training curves, scores and the provenance of every artifact."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import duckdb
+
+from mmfr import provenance
+
+log = logging.getLogger(__name__)
+
+
+def _parquet(paths: list[str]) -> str:
+    return f"read_parquet({sorted(paths)!r}, union_by_name = true)"
+
+
+def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -> None:
+    if os.path.exists(out):
+        os.remove(out)
+    con = duckdb.connect(out)
+    con.execute("SET threads TO 1")
+    con.execute("CREATE TABLE source_config (source VARCHAR, kind VARCHAR, domain VARCHAR, license VARCHAR, "
+                "hf_id VARCHAR, revision VARCHAR, shards INTEGER, expected BIGINT)")
+    con.executemany("INSERT INTO source_config VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(s["name"], s["kind"], s["domain"], s.get("license"), s.get("hf_id"), s.get("revision"),
+                      s.get("shards", 1), s.get("expected")) for s in sources])
+    q, std, cap, tr, ver, pr = (_parquet(inputs[k]) for k in
+                                ("quarantine", "std", "captions", "traces", "verified", "passrates"))
+    con.execute(f"CREATE TABLE quarantine AS SELECT source, reason, count(*) n FROM {q} GROUP BY ALL ORDER BY ALL")
+    con.execute(f"""CREATE TABLE stage_counts AS
+        SELECT 'standardised' stage, source, count(*) n FROM {std} GROUP BY source
+        UNION ALL SELECT 'quarantined', source, count(*) FROM {q} GROUP BY source
+        UNION ALL SELECT 'captioned', source, count(*) FROM {cap} WHERE finish_reason = 'stop' GROUP BY source
+        UNION ALL SELECT 'traced', source, count(*) FROM {tr} WHERE finish_reason = 'stop' GROUP BY source
+        UNION ALL SELECT 'verified_correct', source, count(*) FROM {ver} WHERE verdict = 'correct' GROUP BY source
+        UNION ALL SELECT 'pass_rated', source, count(*) FROM {pr} GROUP BY source
+        ORDER BY stage, source""")
+    con.execute(f"""CREATE TABLE generation_outcomes AS
+        SELECT 'caption' kind, source, finish_reason, count(*) n FROM {cap} GROUP BY ALL
+        UNION ALL SELECT 'trace', source, finish_reason, count(*) FROM {tr} GROUP BY ALL ORDER BY ALL""")
+    con.execute(f"""CREATE TABLE verdicts AS SELECT source, verdict, decided_by, count(*) n
+        FROM {ver} GROUP BY ALL ORDER BY ALL""")
+    con.execute(f"""CREATE TABLE token_stats AS
+        WITH t AS (SELECT source, cot_tokens, caption_tokens FROM {ver} WHERE verdict = 'correct')
+        SELECT kind, source, count(*) n, avg(v) mean, median(v) median, quantile_cont(v, 0.95) p95,
+               max(v) max, sum(v) total
+        FROM (SELECT 'cot' kind, source, cot_tokens v FROM t
+              UNION ALL SELECT 'caption', source, caption_tokens FROM t
+              UNION ALL SELECT 'cot', '(all)', cot_tokens FROM t
+              UNION ALL SELECT 'caption', '(all)', caption_tokens FROM t)
+        GROUP BY kind, source ORDER BY kind, source""")
+    con.execute(f"""CREATE TABLE pass_rates AS SELECT source, pass_rate, count(*) n
+        FROM {pr} GROUP BY ALL ORDER BY ALL""")
+    con.execute("""CREATE TABLE sources AS
+        SELECT c.source, c.expected, coalesce(s.n, 0) standardised, coalesce(qq.n, 0) quarantined,
+               coalesce(v.n, 0) verified_correct
+        FROM source_config c
+        LEFT JOIN (SELECT source, n FROM stage_counts WHERE stage = 'standardised') s USING (source)
+        LEFT JOIN (SELECT source, n FROM stage_counts WHERE stage = 'quarantined') qq USING (source)
+        LEFT JOIN (SELECT source, n FROM stage_counts WHERE stage = 'verified_correct') v USING (source)
+        ORDER BY c.source""")
+    subset_rows = []
+    for d in inputs["subsets"]:
+        files = sorted(os.path.join(d, "data", f) for f in os.listdir(os.path.join(d, "data")))
+        name = os.path.basename(d.rstrip("/"))
+        subset_rows += [(name, *r) for r in con.execute(
+            f"SELECT source, count(*), avg(pass_rate), avg(cot_tokens) FROM {_parquet(files)} GROUP BY source "
+            "ORDER BY source").fetchall()]
+    con.execute("CREATE TABLE subsets (subset VARCHAR, source VARCHAR, n BIGINT, mean_pass_rate DOUBLE, "
+                "mean_cot_tokens DOUBLE)")
+    if subset_rows:
+        con.executemany("INSERT INTO subsets VALUES (?, ?, ?, ?, ?)", subset_rows)
+    _scores(con, inputs["items"])
+    _training(con, inputs["models"])
+    _provenance(con, [p for k, paths in inputs.items() for p in paths])
+    con.close()
+    log.info("summary written to %s", out)
+
+
+def _scores(con, items: list[str]) -> None:
+    con.execute("CREATE TABLE scores (model VARCHAR, subset VARCHAR, size VARCHAR, stage VARCHAR, "
+                "benchmark VARCHAR, category VARCHAR, accuracy DOUBLE, n BIGINT)")
+    for path in items:
+        model = os.path.dirname(path).removeprefix("results/scores/")
+        parts = model.split("/")
+        subset, size, stage = (None, parts[1], "base") if parts[0] == "base" else parts
+        rows = con.execute(
+            f"SELECT benchmark, category, 100 * avg(correct::INT), count(*) FROM read_parquet('{path}') "
+            "GROUP BY GROUPING SETS ((benchmark, category), (benchmark)) ORDER BY ALL").fetchall()
+        con.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(model, subset, size, stage, b, c if c is not None else "(all)", a, n) for b, c, a, n in rows])
+
+
+def _training(con, model_dirs: list[str]) -> None:
+    con.execute("CREATE TABLE training (model VARCHAR, step BIGINT, loss DOUBLE, reward DOUBLE, "
+                "learning_rate DOUBLE)")
+    for d in model_dirs:
+        path = os.path.join(d, "metrics.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            metrics = json.load(f)
+        rows = [(d.removeprefix("models/"), h.get("step"), h.get("loss"), h.get("reward"), h.get("learning_rate"))
+                for h in metrics.get("log", []) if "loss" in h]
+        if rows:
+            con.executemany("INSERT INTO training VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def _provenance(con, artifacts: list[str]) -> None:
+    con.execute("CREATE TABLE provenance (artifact VARCHAR, sha256 VARCHAR, rule VARCHAR, rows BIGINT, "
+                "started DOUBLE, finished DOUBLE, host VARCHAR, slurm_job_id VARCHAR, git_commit VARCHAR, "
+                "mmfr_sha256 VARCHAR, params JSON, inputs JSON, record JSON)")
+    rows = []
+    for artifact in sorted(set(artifacts)):
+        path = provenance.record_path(artifact)
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            r = json.load(f)
+        rows.append((r["artifact"], r["sha256"], r["rule"], r.get("rows"), r["started"], r["finished"],
+                     r["hardware"]["host"], r["hardware"].get("slurm_job_id"), r["code"]["git_commit"],
+                     r["code"]["mmfr_sha256"], json.dumps(r["params"]), json.dumps(r["inputs"]), json.dumps(r)))
+    if rows:
+        con.executemany("INSERT INTO provenance VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)

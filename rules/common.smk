@@ -1,0 +1,131 @@
+# Helpers shared by the rules: the config as lookup tables, paths, and input functions.
+# Nothing here imports heavy libraries: every SLURM job parses this file.
+from mmfr.config import check_config
+
+check_config(config)
+
+SEED = config["seed"]
+SOURCES = {s["name"]: s for s in config["sources"]}
+BENCHMARKS = {b["name"]: b for b in config["benchmarks"]}
+SUBSETS = {s["name"]: s for s in config["subsets"]}
+RL = config["selection"]["rl"]
+STUDENTS = {s["size"]: s for s in config["students"]}
+SCORE_TARGETS = [(subset, size) for subset in SUBSETS for size in STUDENTS]
+STAGES = ["sft", "gspo"]
+
+
+def _names(names):
+    return "|".join(sorted(names))
+
+
+wildcard_constraints:
+    source=_names(SOURCES),
+    shard=r"\d{5}",
+    bench=_names(BENCHMARKS),
+    subset=_names([*SUBSETS, RL["name"]]),
+    size=_names(STUDENTS),
+    model=rf"base/({_names(STUDENTS)})|({_names(SUBSETS)})/({_names(STUDENTS)})/({_names(STAGES)})",
+
+
+def shards(source):
+    return [f"{i:05d}" for i in range(SOURCES[source]["shards"])]
+
+
+def shard_paths(stage, source):
+    return [f"data/{stage}/{source}/{shard}.parquet" for shard in shards(source)]
+
+
+def all_shard_paths(stage):
+    return [p for source in SOURCES for p in shard_paths(stage, source)]
+
+
+def source_spec(wildcards):
+    return SOURCES[wildcards.source]
+
+
+def benchmark_spec(wildcards):
+    return BENCHMARKS[wildcards.bench]
+
+
+def student_spec(wildcards):
+    return STUDENTS[wildcards.size]
+
+
+def subset_spec(wildcards):
+    if wildcards.subset == RL["name"]:
+        return {"name": RL["name"], "kind": "rl"}
+    return SUBSETS[wildcards.subset]
+
+
+def workflow_models(spec):
+    """A model given as a path under models/ is built by this workflow: make it an input."""
+    path = (spec or {}).get("model", "")
+    return [path] if path.startswith("models/") else []
+
+
+def proxy_model(wildcards):
+    return workflow_models(config["models"]["proxy"])
+
+
+def subset_inputs(wildcards):
+    return {
+        "std": all_shard_paths("std"),
+        "captions": all_shard_paths("captions"),
+        "verified": all_shard_paths("verified"),
+        "passrates": all_shard_paths("passrate"),
+    }
+
+
+def all_subset_dirs():
+    return [f"data/subsets/{name}" for name in [*SUBSETS, RL["name"]]]
+
+
+def eval_model_dir(wildcards):
+    return f"models/{wildcards.model}"
+
+
+def score_table(subset, size):
+    return f"results/scores/{subset}/{size}/scores.tsv"
+
+
+def all_score_tables():
+    return [score_table(subset, size) for subset, size in SCORE_TARGETS]
+
+
+def score_inputs(wildcards):
+    models = {"base": f"base/{wildcards.size}"}
+    models.update({s: f"{wildcards.subset}/{wildcards.size}/{s}" for s in STAGES})
+    return {
+        stage: [f"results/scores/{m}/{b}.parquet" for b in BENCHMARKS]
+        for stage, m in models.items()
+    }
+
+
+def paper_scores(wildcards):
+    return {
+        name: b["paper"][wildcards.size]
+        for name, b in BENCHMARKS.items()
+        if wildcards.size in b.get("paper", {})
+    }
+
+
+def summary_inputs(wildcards):
+    return {
+        "quarantine": [f"data/std/{s}/quarantine.parquet" for s in SOURCES],
+        "std": all_shard_paths("std"),
+        "captions": all_shard_paths("captions"),
+        "traces": all_shard_paths("traces"),
+        "verified": all_shard_paths("verified"),
+        "passrates": all_shard_paths("passrate"),
+        "subsets": all_subset_dirs(),
+        "scores": all_score_tables(),
+        "items": sorted({p for t in SCORE_TARGETS for ps in score_inputs(_Wildcards(*t)).values() for p in ps}),
+        "models": sorted(
+            {f"models/{sub}/{size}/{st}" for sub, size in SCORE_TARGETS for st in STAGES}
+        ),
+    }
+
+
+class _Wildcards:
+    def __init__(self, subset, size):
+        self.subset, self.size = subset, size

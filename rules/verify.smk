@@ -1,0 +1,16 @@
+rule verify:
+    input:
+        std="data/std/{source}/{shard}.parquet",
+        traces="data/traces/{source}/{shard}.parquet",
+        captions="data/captions/{source}/{shard}.parquet",
+        tokenizer="models/tokenizer/tokenizer.json",
+    output:
+        "data/verified/{source}/{shard}.parquet",
+    params:
+        checks=config["verify"],
+        judge=config["models"].get("judge"),
+        seed=SEED,
+    log:
+        "logs/verify/{source}/{shard}.log",
+    script:
+        "../scripts/verify.py"

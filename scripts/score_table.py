@@ -1,0 +1,6 @@
+from mmfr.evaluate import score_table
+from mmfr.snake import step
+
+with step(snakemake) as s:
+    items = {stage: list(s.input[stage]) for stage in ("base", "sft", "gspo")}
+    score_table(items, s.output[0], s.params.paper)
