@@ -104,10 +104,8 @@ def hf_rows(spec: dict) -> list[dict]:
     fields = spec.get("fields", {})
     image_field = fields.get("image", "image")
     ds = ds.cast_column(image_field, datasets.Image(decode=False)) if image_field in ds.column_names else ds
-    rows = []
-    for i, rec in enumerate(ds):
-        rows.append(adapt_record(rec, fields, spec, index=i))
-    return rows
+    adapt = ADAPTERS[spec.get("adapter", "generic")]
+    return [adapt(rec, fields, spec, index=i) for i, rec in enumerate(ds)]
 
 
 def adapt_record(rec: dict, fields: dict, spec: dict, index: int) -> dict:
@@ -134,6 +132,18 @@ def adapt_record(rec: dict, fields: dict, spec: dict, index: int) -> dict:
         "metadata": json.dumps(extra, sort_keys=True, default=str),
         "domain": spec.get("domain", "general"),
     }
+
+
+def adapt_finevision(rec: dict, fields: dict, spec: dict, index: int) -> dict:
+    """FineVision rows: ``images`` (list) and ``texts`` (list of {user, assistant} turns); the first
+    turn is the question, with any choices written into its text."""
+    turn = (rec.get("texts") or [{}])[0]
+    flat = {**{k: v for k, v in rec.items() if k != "texts"},
+            "question": turn.get("user"), "answer": turn.get("assistant")}
+    return adapt_record(flat, {"image": "images", "id": "id", **fields}, spec, index)
+
+
+ADAPTERS = {"generic": adapt_record, "finevision": adapt_finevision}
 
 
 def _jsonable(v) -> bool:

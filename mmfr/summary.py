@@ -74,7 +74,7 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
                 "mean_cot_tokens DOUBLE)")
     if subset_rows:
         con.executemany("INSERT INTO subsets VALUES (?, ?, ?, ?, ?)", subset_rows)
-    _scores(con, inputs["items"])
+    _scores(con, inputs["eval_items"])
     _training(con, inputs["models"])
     _provenance(con, [p for k, paths in inputs.items() for p in paths])
     con.close()

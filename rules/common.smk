@@ -119,7 +119,7 @@ def summary_inputs(wildcards):
         "passrates": all_shard_paths("passrate"),
         "subsets": all_subset_dirs(),
         "scores": all_score_tables(),
-        "items": sorted({p for t in SCORE_TARGETS for ps in score_inputs(_Wildcards(*t)).values() for p in ps}),
+        "eval_items": sorted({p for t in SCORE_TARGETS for ps in score_inputs(_Wildcards(*t)).values() for p in ps}),
         "models": sorted(
             {f"models/{sub}/{size}/{st}" for sub, size in SCORE_TARGETS for st in STAGES}
         ),

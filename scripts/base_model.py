@@ -1,5 +1,5 @@
+from mmfr.checkpoints import prepare_base
 from mmfr.snake import step
-from mmfr.models import prepare_base
 
 with step(snakemake) as s:
     prepare_base(s.params.spec, s.output[0], s.params.seed)

@@ -1,5 +1,5 @@
+from mmfr.checkpoints import prepare_tokenizer
 from mmfr.snake import step
-from mmfr.models import prepare_tokenizer
 
 with step(snakemake) as s:
     prepare_tokenizer(s.params.spec, s.output[0])

@@ -1,0 +1,39 @@
+# make demo : create the environment and run the whole graph on the embedded offline default
+# make test : create the environment if needed and run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: env demo test lint dry-run clean-demo
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+demo: env
+	$(BIN)/snakemake --profile profiles/demo all
+	$(BIN)/mmfr show results/summary.duckdb
+
+test: env
+	$(BIN)/pytest -q tests
+
+lint: env
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile rules
+
+dry-run: env
+	$(BIN)/snakemake -n mfr123k_8b_scores
+
+clean-demo:
+	rm -rf data models results logs provenance .snakemake

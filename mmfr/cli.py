@@ -1,0 +1,64 @@
+"""``mmfr show [summary.duckdb]``: what the build made, where it lies, and the scores."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def show(path: str) -> None:
+    import duckdb
+
+    if not os.path.exists(path):
+        sys.exit(f"mmfr show: {path} does not exist; build it with `snakemake ... all`")
+    con = duckdb.connect(path, read_only=True)
+
+    def table(title: str, sql: str) -> None:
+        rel = con.execute(sql)
+        cols = [d[0] for d in rel.description]
+        rows = rel.fetchall()
+        print(f"\n## {title}")
+        widths = [max(len(str(c)), *(len(_fmt(r[i])) for r in rows)) for i, c in enumerate(cols)]
+        print("  ".join(str(c).ljust(w) for c, w in zip(cols, widths)))
+        for r in rows:
+            print("  ".join(_fmt(v).ljust(w) for v, w in zip(r, widths)))
+
+    table("Samples per stage", "PIVOT stage_counts ON stage USING sum(n) GROUP BY source ORDER BY source")
+    table("Quarantine", "SELECT reason, sum(n) n FROM quarantine GROUP BY reason ORDER BY n DESC")
+    table("Verdicts", "SELECT verdict, decided_by, sum(n) n FROM verdicts GROUP BY ALL ORDER BY n DESC")
+    table("Tokens (Qwen3-VL tokenizer, verified traces)",
+          "SELECT kind, n, round(mean, 1) mean, median, round(p95) p95, max, total FROM token_stats "
+          "WHERE source = '(all)'")
+    table("Pass rate of the proxy model", "SELECT pass_rate, sum(n) n FROM pass_rates GROUP BY ALL ORDER BY ALL")
+    table("Subsets", "SELECT subset, sum(n) n, round(avg(mean_pass_rate), 3) mean_pass_rate FROM subsets "
+          "GROUP BY subset ORDER BY subset")
+    table("Scores (accuracy %)",
+          "SELECT coalesce(subset, '-') subset, size, stage, benchmark, round(accuracy, 2) accuracy, n FROM scores "
+          "WHERE category = '(all)' ORDER BY size, subset NULLS FIRST, stage, benchmark")
+    print("\nWhere things are:")
+    print("  datasets   data/subsets/<subset>/  (datasets.load_dataset('data/subsets/<subset>'))")
+    print("  models     models/<subset>/<size>/{sft,gspo}/  (transformers checkpoints)")
+    print("  scores     results/scores/<subset>/<size>/scores.tsv, per-item answers beside them")
+    print(f"  summary    {path}  (duckdb; tables: {', '.join(r[0] for r in con.execute('SHOW TABLES').fetchall())})")
+    print("  provenance provenance/<artifact>.json")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mmfr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("show", help="print the summary of a build")
+    p.add_argument("summary", nargs="?", default="results/summary.duckdb")
+    args = parser.parse_args(argv)
+    if args.command == "show":
+        show(args.summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def snakemake(workdir: Path, *args: str, configs: tuple[str, ...] = ("recipes/demo.yaml", "tests/tiny.yaml"),
+              env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` with the given overlays (paths relative to the repo)."""
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--cores", "2", "--rerun-triggers", "mtime", "params", "input", "code"]
+    if configs:
+        cmd += ["--configfile", *[str(p if Path(p).is_absolute() else REPO / p) for p in configs]]
+    cmd += list(args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """One reduced end-to-end run of the demo graph, shared by the workflow tests."""
+    workdir = tmp_path_factory.mktemp("demo")
+    snakemake(workdir, "all")
+    return workdir

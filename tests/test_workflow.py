@@ -1,0 +1,128 @@
+"""The workflow as a user runs it: dry runs of the full recipe, a reduced demo end to end,
+no-op reruns, narrow reruns after a config change, and byte-identical data across clean runs."""
+
+import hashlib
+import re
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import yaml
+
+from conftest import REPO, snakemake
+
+
+def job_counts(output: str) -> dict[str, int]:
+    block = output.split("Job stats:")[1].split("\n\n")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\S+)\s+(\d+)$", block, re.M)}
+
+
+def test_full_recipe_dry_run_lists_the_whole_dag_without_torch(tmp_path):
+    # A `torch` that fails on import, first on the path: parsing must never import it.
+    fake = tmp_path / "fake"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text("raise ImportError('torch imported at parse time')\n")
+    proc = snakemake(tmp_path / "wd", "-n", "mfr123k_8b_scores", configs=(),
+                     env={"PYTHONPATH": str(fake)})
+    counts = job_counts(proc.stdout)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    n_shards = sum(s["shards"] for s in config["sources"])
+    for source in config["sources"]:
+        assert counts[f"standardise_{source['name']}"] == 1
+    assert counts["fetch_source"] == len(config["sources"])
+    for rule in ("caption", "trace", "verify", "pass_rate"):
+        assert counts[rule] == n_shards, rule
+    assert counts["evaluate"] == 3 * len(config["benchmarks"])  # base, SFT, GSPO
+    assert counts["fetch_benchmark"] == len(config["benchmarks"])
+    assert counts["subset"] == 2  # mfr123k and the RL hold-out
+    assert counts["sft"] == counts["gspo"] == counts["base_model"] == 1
+
+
+def test_a_target_rule_for_every_subset_and_size(tmp_path):
+    proc = snakemake(tmp_path, "--list-target-rules", configs=())
+    targets = set(proc.stdout.split())
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for subset in config["subsets"]:
+        for student in config["students"]:
+            assert f"{subset['name']}_{student['size']}_scores" in targets
+
+
+def test_config_error_is_caught_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("subsets:\n  - {name: rl, where: 'pass_rate = 0'}\n")
+    proc = snakemake(tmp_path / "wd", "-n", "all", configs=("recipes/demo.yaml", str(bad)), check=False)
+    assert proc.returncode != 0
+    assert "selection.rl.name" in proc.stderr + proc.stdout
+    assert not (tmp_path / "wd" / "data").exists()
+
+
+def test_demo_end_to_end(demo_run):
+    con = duckdb.connect(str(demo_run / "results/summary.duckdb"), read_only=True)
+    tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+    assert {"stage_counts", "quarantine", "verdicts", "token_stats", "pass_rates", "subsets", "scores",
+            "training", "provenance"} <= tables
+    # accounting: raw = standardised + quarantined, per source
+    for source, raw in (("synth_counting", 40), ("synth_geometry", 40), ("synth_composed", 20)):
+        std, quarantined = con.execute(
+            "SELECT coalesce(sum(n) FILTER (stage = 'standardised'), 0), "
+            "coalesce(sum(n) FILTER (stage = 'quarantined'), 0) FROM stage_counts WHERE source = ?",
+            [source]).fetchone()
+        assert std + quarantined == raw, source
+    assert con.execute("SELECT sum(n) FROM quarantine WHERE source = 'synth_counting'").fetchone()[0] > 0
+    # the scripted teacher makes mistakes and verification catches them
+    verdicts = dict(con.execute("SELECT verdict, sum(n) FROM verdicts GROUP BY verdict").fetchall())
+    assert verdicts["correct"] > 0 and verdicts.get("wrong", 0) + verdicts.get("rejected", 0) > 0
+    # token statistics from the real Qwen tokenizer
+    mean_cot = con.execute("SELECT mean FROM token_stats WHERE kind = 'cot' AND source = '(all)'").fetchone()[0]
+    assert mean_cot > 40
+    # scores for base, SFT and GSPO on the benchmark
+    stages = {r[0] for r in con.execute("SELECT DISTINCT stage FROM scores").fetchall()}
+    assert stages == {"base", "sft", "gspo"}
+    n_items = pq.ParquetFile(demo_run / "data/bench/demo_bench.parquet").metadata.num_rows
+    assert n_items == 2 * 6 + 4
+    # SFT and GSPO really trained: losses logged for each
+    models = {r[0] for r in con.execute("SELECT DISTINCT model FROM training").fetchall()}
+    assert {"mfr586k/tiny/sft", "mfr586k/tiny/gspo", "mfr123k/tiny/sft"} <= models
+    # a provenance record for every data artifact, with hashes that match the files
+    prov = dict(con.execute("SELECT artifact, sha256 FROM provenance").fetchall())
+    shard = "data/verified/synth_counting/00000.parquet"
+    assert prov[shard] == hashlib.sha256((demo_run / shard).read_bytes()).hexdigest()
+    # subsets are loadable datasets, and the RL hold-out is disjoint from every SFT subset
+    import datasets
+
+    rl = datasets.load_dataset(str(demo_run / "data/subsets/rl"), split="train")
+    sft = datasets.load_dataset(str(demo_run / "data/subsets/mfr586k"), split="train")
+    assert len(rl) > 0 and len(sft) > 0
+    assert not set(rl["id"]) & set(sft["id"])
+    assert set(sft["verdict"]) == {"correct"}
+    assert all(p < 1 for p in sft["pass_rate"])
+
+
+def test_second_run_does_nothing(demo_run):
+    proc = snakemake(demo_run, "-n", "all")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changing_a_subset_threshold_reruns_only_what_depends_on_it(demo_run, tmp_path):
+    overlay = tmp_path / "threshold.yaml"
+    overlay.write_text("subsets:\n  - {name: mfr586k, where: 'pass_rate < 0.75'}\n"
+                       "  - {name: mfr123k, where: 'pass_rate = 0'}\n")
+    proc = snakemake(demo_run, "-n", "all", configs=("recipes/demo.yaml", "tests/tiny.yaml", str(overlay)))
+    counts = job_counts(proc.stdout)
+    counts.pop("total")
+    assert counts == {"subset": 1, "sft": 1, "gspo": 1, "evaluate": 2, "score_table": 1, "summary": 1, "all": 1}
+
+
+DATA_STAGES = ("std", "captions", "traces", "verified", "passrate", "subsets")
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for stage in DATA_STAGES for p in sorted((root / "data" / stage).rglob("*")) if p.is_file()}
+
+
+def test_two_clean_runs_give_byte_identical_data(demo_run, tmp_path):
+    snakemake(tmp_path, "datasets")
+    first, second = digests(demo_run), digests(tmp_path)
+    assert len(first) > 20
+    assert first == second
