@@ -1,10 +1,12 @@
 rule build_tokenizer:
     output:
         "models/tokenizer/tokenizer.json",
-    params:
-        spec=config["tokenizer"],
     log:
         "logs/build_tokenizer.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=config["tokenizer"],
     script:
         "../scripts/build_tokenizer.py"
 
@@ -14,11 +16,13 @@ rule caption:
         "data/std/{source}/{shard}.parquet",
     output:
         "data/captions/{source}/{shard}.parquet",
+    log:
+        "logs/caption/{source}/{shard}.log",
+    conda:
+        "../envs/vllm.yaml"
     params:
         model=config["models"]["caption"],
         seed=SEED,
-    log:
-        "logs/caption/{source}/{shard}.log",
     script:
         "../scripts/caption.py"
 
@@ -28,11 +32,13 @@ rule trace:
         "data/std/{source}/{shard}.parquet",
     output:
         "data/traces/{source}/{shard}.parquet",
+    log:
+        "logs/trace/{source}/{shard}.log",
+    conda:
+        "../envs/vllm.yaml"
     params:
         model=config["models"]["trace"],
         n=config["annotate"]["traces_per_sample"],
         seed=SEED,
-    log:
-        "logs/trace/{source}/{shard}.log",
     script:
         "../scripts/trace.py"

@@ -92,13 +92,28 @@ def all_score_tables():
     return [score_table(subset, size) for subset, size in SCORE_TARGETS]
 
 
+def scored_models(subset, size):
+    """The checkpoints a score table compares: the base student, then SFT and GSPO on the subset."""
+    return {"base": f"base/{size}", **{st: f"{subset}/{size}/{st}" for st in STAGES}}
+
+
 def score_inputs(wildcards):
-    models = {"base": f"base/{wildcards.size}"}
-    models.update({s: f"{wildcards.subset}/{wildcards.size}/{s}" for s in STAGES})
+    models = scored_models(wildcards.subset, wildcards.size)
     return {
         stage: [f"results/scores/{m}/{b}.parquet" for b in BENCHMARKS]
         for stage, m in models.items()
     }
+
+
+def all_eval_items():
+    models = {m for t in SCORE_TARGETS for m in scored_models(*t).values()}
+    return sorted(f"results/scores/{m}/{b}.parquet" for m in models for b in BENCHMARKS)
+
+
+def all_trained_models():
+    return sorted(
+        f"models/{sub}/{size}/{st}" for sub, size in SCORE_TARGETS for st in STAGES
+    )
 
 
 def paper_scores(wildcards):
@@ -119,13 +134,6 @@ def summary_inputs(wildcards):
         "passrates": all_shard_paths("passrate"),
         "subsets": all_subset_dirs(),
         "scores": all_score_tables(),
-        "eval_items": sorted({p for t in SCORE_TARGETS for ps in score_inputs(_Wildcards(*t)).values() for p in ps}),
-        "models": sorted(
-            {f"models/{sub}/{size}/{st}" for sub, size in SCORE_TARGETS for st in STAGES}
-        ),
+        "eval_items": all_eval_items(),
+        "models": all_trained_models(),
     }
-
-
-class _Wildcards:
-    def __init__(self, subset, size):
-        self.subset, self.size = subset, size

@@ -1,11 +1,13 @@
 rule fetch_benchmark:
     output:
         "data/raw/bench/{bench}.parquet",
+    log:
+        "logs/fetch_benchmark/{bench}.log",
+    conda:
+        "../envs/data.yaml"
     params:
         spec=benchmark_spec,
         seed=SEED,
-    log:
-        "logs/fetch_benchmark/{bench}.log",
     script:
         "../scripts/fetch_benchmark.py"
 
@@ -16,11 +18,13 @@ rule prepare_benchmark:
     output:
         bench="data/bench/{bench}.parquet",
         quarantine="data/bench/{bench}.quarantine.parquet",
+    log:
+        "logs/prepare_benchmark/{bench}.log",
+    conda:
+        "../envs/data.yaml"
     params:
         spec=benchmark_spec,
         images=config["images"],
-    log:
-        "logs/prepare_benchmark/{bench}.log",
     script:
         "../scripts/prepare_benchmark.py"
 
@@ -31,12 +35,14 @@ rule evaluate:
         bench="data/bench/{bench}.parquet",
     output:
         "results/scores/{model}/{bench}.parquet",
+    log:
+        "logs/evaluate/{model}/{bench}.log",
+    conda:
+        "../envs/vllm.yaml"
+    threads: 2
     params:
         generation=config["evaluate"]["generation"],
         seed=SEED,
-    log:
-        "logs/evaluate/{model}/{bench}.log",
-    threads: 2
     script:
         "../scripts/evaluate.py"
 
@@ -46,9 +52,11 @@ rule score_table:
         unpack(score_inputs),
     output:
         "results/scores/{subset}/{size}/scores.tsv",
-    params:
-        paper=paper_scores,
     log:
         "logs/score_table/{subset}/{size}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        paper=paper_scores,
     script:
         "../scripts/score_table.py"

@@ -5,14 +5,16 @@ rule pass_rate:
         model=proxy_model,
     output:
         "data/passrate/{source}/{shard}.parquet",
+    log:
+        "logs/pass_rate/{source}/{shard}.log",
+    conda:
+        "../envs/vllm.yaml"
+    resources:
+        mem_mb=8000,
     params:
         model=config["models"]["proxy"],
         k=config["difficulty"]["k"],
         seed=SEED,
-    log:
-        "logs/pass_rate/{source}/{shard}.log",
-    resources:
-        mem_mb=8000,
     script:
         "../scripts/pass_rate.py"
 
@@ -22,13 +24,15 @@ rule subset:
         unpack(subset_inputs),
     output:
         directory("data/subsets/{subset}"),
+    log:
+        "logs/subset/{subset}.log",
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=16000,
     params:
         spec=subset_spec,
         rl=RL,
         seed=SEED,
-    log:
-        "logs/subset/{subset}.log",
-    resources:
-        mem_mb=16000,
     script:
         "../scripts/subset.py"

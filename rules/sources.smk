@@ -1,13 +1,15 @@
 rule fetch_source:
     output:
         "data/raw/{source}/data.parquet",
+    log:
+        "logs/fetch_source/{source}.log",
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=4000,
     params:
         spec=source_spec,
         seed=SEED,
-    log:
-        "logs/fetch_source/{source}.log",
-    resources:
-        mem_mb=4000,
     script:
         "../scripts/fetch_source.py"
 
@@ -24,13 +26,15 @@ for _source in SOURCES:
         output:
             shards=shard_paths("std", _source),
             quarantine=f"data/std/{_source}/quarantine.parquet",
+        log:
+            f"logs/standardise/{_source}.log",
+        conda:
+            "../envs/data.yaml"
+        resources:
+            mem_mb=8000,
         params:
             source=_source,
             license=SOURCES[_source]["license"],
             images=config["images"],
-        log:
-            f"logs/standardise/{_source}.log",
-        resources:
-            mem_mb=8000,
         script:
             "../scripts/standardise.py"

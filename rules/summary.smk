@@ -3,9 +3,11 @@ rule summary:
         unpack(summary_inputs),
     output:
         "results/summary.duckdb",
-    params:
-        sources=config["sources"],
     log:
         "logs/summary.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        sources=config["sources"],
     script:
         "../scripts/summary.py"

@@ -1,11 +1,13 @@
 rule base_model:
     output:
         directory("models/base/{size}"),
+    log:
+        "logs/base_model/{size}.log",
+    conda:
+        "../envs/train.yaml"
     params:
         spec=student_spec,
         seed=SEED,
-    log:
-        "logs/base_model/{size}.log",
     script:
         "../scripts/base_model.py"
 
@@ -16,14 +18,16 @@ rule sft:
         data="data/subsets/{subset}",
     output:
         directory("models/{subset}/{size}/sft"),
-    params:
-        cfg=config["train"]["sft"],
-        seed=SEED,
     log:
         "logs/sft/{subset}/{size}.log",
+    conda:
+        "../envs/train.yaml"
     threads: 2
     resources:
         mem_mb=16000,
+    params:
+        cfg=config["train"]["sft"],
+        seed=SEED,
     script:
         "../scripts/sft.py"
 
@@ -34,13 +38,15 @@ rule gspo:
         data=f"data/subsets/{RL['name']}",
     output:
         directory("models/{subset}/{size}/gspo"),
-    params:
-        cfg=config["train"]["gspo"],
-        seed=SEED,
     log:
         "logs/gspo/{subset}/{size}.log",
+    conda:
+        "../envs/train.yaml"
     threads: 2
     resources:
         mem_mb=16000,
+    params:
+        cfg=config["train"]["gspo"],
+        seed=SEED,
     script:
         "../scripts/gspo.py"

@@ -6,11 +6,13 @@ rule verify:
         tokenizer="models/tokenizer/tokenizer.json",
     output:
         "data/verified/{source}/{shard}.parquet",
+    log:
+        "logs/verify/{source}/{shard}.log",
+    conda:
+        "../envs/vllm.yaml"
     params:
         checks=config["verify"],
         judge=config["models"].get("judge"),
         seed=SEED,
-    log:
-        "logs/verify/{source}/{shard}.log",
     script:
         "../scripts/verify.py"
