@@ -10,6 +10,7 @@ GPU) and ``vllm`` (offline batched engine on GPUs).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -94,9 +95,62 @@ class Journal:
                 done[r.key] = r
         return done
 
+    @contextlib.contextmanager
+    def writer(self):
+        """Append responses one line each, flushed at once (a killed process loses nothing it
+        wrote), fsynced on close. A line torn by an earlier kill is closed off first."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "a+b") as f:
+            torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
+        with open(self.path, "a", encoding="utf-8") as f:
+            if torn:
+                f.write("\n")
+
+            def write(response: Response) -> None:
+                f.write(response.to_json() + "\n")
+                f.flush()
+
+            try:
+                yield write
+            finally:
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def generate(self, requests: list[Request], keys: list[str]) -> Iterator[Response]:
+        """Yield one response per request, in any order, as soon as each is finished."""
+
+
+class Journal:
+    """Append-only JSONL of finished responses. A torn last line (killed mid-write) is ignored."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def load(self) -> dict[str, Response]:
+        done: dict[str, Response] = {}
+        if not os.path.exists(self.path):
+            return done
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = Response(**json.loads(line))
+                except (json.JSONDecodeError, TypeError):
+                    continue
+                done[r.key] = r
+        return done
+
     def append(self, responses: Iterable[Response]) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "a+b") as f:  # a write torn by a kill leaves no newline: start afresh
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            else:
+                torn = False
         with open(self.path, "a", encoding="utf-8") as f:
+            if torn:
+                f.write("\n")
             for r in responses:
                 f.write(r.to_json() + "\n")
                 f.flush()
@@ -118,10 +172,10 @@ def generate(backend: Backend, requests: list[Request], keys: list[str],
     log.info("%d requests: %d journaled, %d to generate", len(keys), len(keys) - len(todo), len(unique))
     if unique:
         reqs, ks = zip(*unique)
-        for resp in backend.generate(list(reqs), list(ks)):
-            done[resp.key] = resp
-            if journal:
-                journal.append([resp])
+        with journal.writer() if journal else contextlib.nullcontext(lambda r: None) as write:
+            for resp in backend.generate(list(reqs), list(ks)):
+                done[resp.key] = resp
+                write(resp)
     missing = [k for k in keys if k not in done]
     if missing:
         raise RuntimeError(f"backend {backend.name} returned no response for {len(missing)} requests")

@@ -1,0 +1,74 @@
+"""The generation interface: content keys, the journal, resume without regenerating."""
+
+import json
+
+from mmfr.generate import Journal, Request, Response, generate, request_key
+
+MODEL = {"backend": "counting", "model": "m", "revision": "r1"}
+SAMPLING = {"temperature": 1.0, "max_new_tokens": 8}
+
+
+def req(i, text="How many?", image=b"img", index=0):
+    messages = ({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},)
+    return Request(f"s{i}", messages, (image,), index, seed=i)
+
+
+class CountingBackend:
+    """Echoes the request and counts every request it is asked to generate."""
+
+    name = "counting"
+
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = [], fail_after
+
+    def generate(self, requests, keys):
+        for r, k in zip(requests, keys):
+            if self.fail_after is not None and len(self.calls) >= self.fail_after:
+                raise KeyboardInterrupt("killed")
+            self.calls.append(k)
+            yield Response(k, r.sample_id, r.sample_index, f"answer {r.sample_id}", "stop", 2)
+
+
+def test_key_changes_when_and_only_when_content_changes():
+    base = request_key(MODEL, SAMPLING, req(1))
+    assert base == request_key(MODEL, SAMPLING, req(1))
+    assert base == request_key(MODEL, dict(reversed(list(SAMPLING.items()))), req(1))  # order-free
+    assert base != request_key({**MODEL, "revision": "r2"}, SAMPLING, req(1))
+    assert base != request_key({**MODEL, "model": "m2"}, SAMPLING, req(1))
+    assert base != request_key(MODEL, {**SAMPLING, "temperature": 0.5}, req(1))
+    assert base != request_key(MODEL, SAMPLING, req(1, text="How many circles?"))
+    assert base != request_key(MODEL, SAMPLING, req(1, image=b"other"))
+    assert base != request_key(MODEL, SAMPLING, req(1, index=1))
+    assert base != request_key(MODEL, SAMPLING, req(1), prompt_version="abc")
+    # the backend name and batch size are not content: switching them keeps the cache
+    assert base == request_key({**MODEL, "backend": "vllm", "batch_size": 64}, SAMPLING, req(1))
+
+
+def test_killed_job_resumes_without_regenerating(tmp_path):
+    journal = str(tmp_path / "j.jsonl")
+    reqs = [req(i) for i in range(10)]
+    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    first = CountingBackend(fail_after=6)
+    try:
+        generate(first, reqs, keys, journal)
+    except KeyboardInterrupt:
+        pass
+    with open(journal, "a") as f:
+        f.write('{"key": "torn')  # a write cut short by the kill
+    second = CountingBackend()
+    out = generate(second, reqs, keys, journal)
+    assert len(first.calls) == 6 and len(second.calls) == 4
+    assert not set(first.calls) & set(second.calls)
+    assert [out[k].text for k in keys] == [f"answer s{i}" for i in range(10)]
+    done = Journal(journal).load()
+    assert set(done) == set(keys)
+    lines = [json.loads(x) for x in open(journal) if x.strip().endswith("}")]
+    assert len(lines) == 10  # each request journaled exactly once
+
+
+def test_identical_requests_are_generated_once(tmp_path):
+    reqs = [req(1), req(1)]
+    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    backend = CountingBackend()
+    generate(backend, reqs, keys, None)
+    assert len(backend.calls) == 1
