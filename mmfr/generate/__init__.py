@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -115,46 +115,6 @@ class Journal:
             finally:
                 f.flush()
                 os.fsync(f.fileno())
-
-
-def generate(self, requests: list[Request], keys: list[str]) -> Iterator[Response]:
-        """Yield one response per request, in any order, as soon as each is finished."""
-
-
-class Journal:
-    """Append-only JSONL of finished responses. A torn last line (killed mid-write) is ignored."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def load(self) -> dict[str, Response]:
-        done: dict[str, Response] = {}
-        if not os.path.exists(self.path):
-            return done
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    r = Response(**json.loads(line))
-                except (json.JSONDecodeError, TypeError):
-                    continue
-                done[r.key] = r
-        return done
-
-    def append(self, responses: Iterable[Response]) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        with open(self.path, "a+b") as f:  # a write torn by a kill leaves no newline: start afresh
-            if f.tell() > 0:
-                f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b"\n"
-            else:
-                torn = False
-        with open(self.path, "a", encoding="utf-8") as f:
-            if torn:
-                f.write("\n")
-            for r in responses:
-                f.write(r.to_json() + "\n")
-                f.flush()
-            os.fsync(f.fileno())
 
 
 def generate(backend: Backend, requests: list[Request], keys: list[str],
