@@ -17,9 +17,9 @@ def snakemake(workdir: Path, *args: str, configs: tuple[str, ...] = ("recipes/de
     """Run the workflow in ``workdir`` with the given overlays (paths relative to the repo)."""
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "--cores", "2", "--rerun-triggers", "mtime", "params", "input", "code"]
+    cmd += list(args)  # targets before --configfile, which takes several values
     if configs:
         cmd += ["--configfile", *[str(p if Path(p).is_absolute() else REPO / p) for p in configs]]
-    cmd += list(args)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")

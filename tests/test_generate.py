@@ -72,3 +72,26 @@ def test_identical_requests_are_generated_once(tmp_path):
     backend = CountingBackend()
     generate(backend, reqs, keys, None)
     assert len(backend.calls) == 1
+
+
+class FlakyBackend(CountingBackend):
+    """Fails the first request it sees once, as a backend error (not an exception)."""
+
+    def generate(self, requests, keys):
+        for r, k in zip(requests, keys):
+            self.calls.append(k)
+            if len(self.calls) == 1:
+                yield Response(k, r.sample_id, r.sample_index, "", "error", 0, "CUDA OOM")
+            else:
+                yield Response(k, r.sample_id, r.sample_index, "ok", "stop", 1)
+
+
+def test_failed_requests_are_not_journaled_and_are_retried(tmp_path):
+    journal = str(tmp_path / "j.jsonl")
+    reqs = [req(i) for i in range(3)]
+    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    out = generate(FlakyBackend(), reqs, keys, journal)
+    assert [out[k].finish_reason for k in keys] == ["error", "stop", "stop"]
+    retry = CountingBackend()
+    out = generate(retry, reqs, keys, journal)
+    assert retry.calls == [keys[0]] and out[keys[0]].finish_reason == "stop"

@@ -135,7 +135,8 @@ def generate(backend: Backend, requests: list[Request], keys: list[str],
         with journal.writer() if journal else contextlib.nullcontext(lambda r: None) as write:
             for resp in backend.generate(list(reqs), list(ks)):
                 done[resp.key] = resp
-                write(resp)
+                if resp.finish_reason != "error":  # a failed request is retried on the next run
+                    write(resp)
     missing = [k for k in keys if k not in done]
     if missing:
         raise RuntimeError(f"backend {backend.name} returned no response for {len(missing)} requests")

