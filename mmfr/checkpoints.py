@@ -32,9 +32,40 @@ def prepare_base(spec: dict, out_dir: str, seed: int) -> None:
     if "build" in spec:
         from mmfr.models import build_tiny_model
 
-        build_tiny_model(out_dir, spec["build"], demo_corpus(seed), seed)
+        if not spec.get("warmup"):
+            build_tiny_model(out_dir, spec["build"], demo_corpus(seed), seed)
+            return
+        init = out_dir.rstrip("/") + ".init"
+        build_tiny_model(init, spec["build"], demo_corpus(seed), seed)
+        warm_up(init, out_dir, spec["warmup"], seed)
+        shutil.rmtree(init)
         return
     fetch_model(spec["model"], spec.get("revision"), out_dir)
+
+
+def warm_up(init_dir: str, out_dir: str, cfg: dict, seed: int) -> None:
+    """Turn the random-weight model into a small 'instruct' base: a short SFT on synthetic questions
+    with brief answers, drawn from seeds the pipeline never uses (``warmup`` stage) and never from
+    the held-out split. Without it every pass rate of the demo's proxy would be 0."""
+    import tempfile
+
+    import pyarrow as pa
+
+    from mmfr import schema, synth
+    from mmfr.train import sft
+
+    rows = []
+    for family in synth.FAMILIES:
+        for rec in synth.generate(family, "train", cfg["n_per_family"], schema.seed_for(seed, "warmup", family)):
+            sol = synth.solution(rec["metadata"])
+            response = f"<think>\n{' '.join(sol['steps'])}\n</think>\n<answer>{rec['answer']}</answer>"
+            rows.append({"question": rec["question"], "choices": rec["choices"],
+                         "image": {"bytes": rec["image"], "path": None}, "response": response})
+    train_cfg = {k: v for k, v in cfg.items() if k != "n_per_family"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/warmup.parquet"
+        schema.write_table(pa.Table.from_pylist(rows), path)
+        sft(init_dir, [path], out_dir, train_cfg, seed)
 
 
 def fetch_model(model: str, revision: str | None, out_dir: str) -> None:

@@ -42,7 +42,7 @@ def ask(records: list[dict], model: dict, n: int, seed: int, stage: str, journal
 def pass_rate_shard(shard: str, verified: str, out: str, model: dict, k: int, seed: int,
                     journal: str | None = None) -> int:
     """Pass rates for the records of ``shard`` whose trace verified correct."""
-    correct = set(pq.read_table(verified, filter=pc.field("verdict") == "correct",
+    correct = set(pq.read_table(verified, filters=pc.field("verdict") == "correct",
                                 columns=["id"]).column("id").to_pylist())
     records = [r for r in pq.read_table(shard).to_pylist() if r["id"] in correct]
     reqs, resps = ask(records, model, k, seed, "passrate", journal)

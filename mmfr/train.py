@@ -19,6 +19,7 @@ SFT_DEFAULTS = {
     "learning_rate": 1e-5, "epochs": 3, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
     "lr_scheduler_type": "cosine", "warmup_ratio": 0.03, "weight_decay": 0.0, "max_length": None,
     "freeze_vision": True, "max_steps": -1, "logging_steps": 5, "gradient_checkpointing": False,
+    "max_pixels": None, "min_pixels": None,  # image resolution bounds (recipe: 768^2 / 32^2); None keeps the processor's
 }
 GSPO_DEFAULTS = {
     "learning_rate": 1e-6, "max_steps": 10, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
@@ -26,6 +27,7 @@ GSPO_DEFAULTS = {
     "lr_scheduler_type": "constant", "warmup_steps": 0, "weight_decay": 0.1,
     "epsilon": 3e-4, "epsilon_high": 4e-4, "beta": 0.0,  # GSPO paper clip range, no KL term
     "freeze_vision": True, "logging_steps": 1, "gradient_checkpointing": False,
+    "max_pixels": None, "min_pixels": None,
 }
 
 
@@ -49,6 +51,20 @@ def _load_rows(paths: list[str], columns: list[str], build, drop: list[str]):
         if missing:
             raise ValueError(f"{path} lacks columns {missing}")
     return Dataset.from_parquet(list(paths), columns=columns).map(build, remove_columns=drop)
+
+
+def _processor(model_dir: str, c: dict):
+    """The model's processor, with the image resolution bounds of the training config applied."""
+    from mmfr.models import load_processor
+
+    processor = load_processor(model_dir)
+    size = dict(processor.image_processor.size)
+    if c["max_pixels"]:
+        size["longest_edge"] = c["max_pixels"]
+    if c["min_pixels"]:
+        size["shortest_edge"] = c["min_pixels"]
+    processor.image_processor.size = size
+    return processor
 
 
 def _precision_args() -> dict:
@@ -90,7 +106,7 @@ def sft(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed:
     Deterministic given ``seed`` on CPU."""
     from trl import SFTConfig, SFTTrainer
 
-    from mmfr.models import load_model, load_processor
+    from mmfr.models import load_model
 
     c = _resolve(cfg, SFT_DEFAULTS, "sft")
     if not 0 <= c["warmup_ratio"] < 1:
@@ -102,7 +118,7 @@ def sft(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed:
 
     data = _load_rows(train_parquet, ["question", "choices", "image", "response"], build,
                       drop=["question", "choices", "response"])
-    processor = load_processor(model_dir)
+    processor = _processor(model_dir, c)
     model = load_model(model_dir, dtype="float32")
     if c["freeze_vision"]:
         _freeze_vision(model)
@@ -131,7 +147,7 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
     loss, mean total reward and the mean of each reward function."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from mmfr.models import load_model, load_processor
+    from mmfr.models import load_model
     from mmfr.rewards import accuracy_reward, format_reward, reward_weights
 
     c = _resolve(cfg, GSPO_DEFAULTS, "gspo")
@@ -145,7 +161,10 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
     # answer, answer_type and choices stay: TRL passes them to the reward functions
     data = _load_rows(train_parquet, ["question", "choices", "image", "answer", "answer_type"], build,
                       drop=["question"])
-    processor = load_processor(model_dir)
+    processor = _processor(model_dir, c)
+    # TRL re-runs the processor on the prompts to rebuild mm_token_type_ids; with right padding they
+    # no longer line up with the left-padded prompt ids whenever prompt lengths differ in a batch.
+    processor.tokenizer.padding_side = "left"
     model = load_model(model_dir, dtype="float32")
     if c["freeze_vision"]:
         _freeze_vision(model)
@@ -159,9 +178,23 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
         importance_sampling_level="sequence", loss_type="grpo", beta=c["beta"], epsilon=c["epsilon"],
         epsilon_high=c["epsilon_high"], reward_weights=reward_weights(),
         activation_checkpointing=c["gradient_checkpointing"], logging_steps=c["logging_steps"], save_strategy="no",
-        report_to="none", dataloader_num_workers=0, log_completions=False, **_precision_args())
+        report_to="none", dataloader_num_workers=0, log_completions=False,
+        **_precision_args())
     trainer = GRPOTrainer(model=model, args=args, train_dataset=data, processing_class=processor,
                           reward_funcs=[accuracy_reward, format_reward])
     start = time.time()
     trainer.train()
     return _finish(trainer, processor, out_dir, "gspo", c, seed, len(data), time.time() - start)
+
+
+def subset_files(subset_dir: str) -> list[str]:
+    """The parquet shards of a subset written by ``mmfr.subsets.build``; an empty subset is an error."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    files = sorted(glob.glob(os.path.join(subset_dir, "data", "*.parquet")))
+    if not files or sum(pq.ParquetFile(f).metadata.num_rows for f in files) == 0:
+        raise ValueError(f"subset {subset_dir} has no rows to train on: loosen its filter in config "
+                         f"(subsets[].where or selection.rl.fraction)")
+    return files

@@ -89,8 +89,9 @@ def trace(context: dict, rng: random.Random, mistakes: dict) -> str:
     if kind == "too_short":
         phases = [f"The answer is {answer}."]
     if kind == "repetition":
-        loop = phases[2]
-        phases[2] = " ".join([loop + " Let me redo this computation to be sure."] * 4)
+        loop = phases[2] + " Let me redo this computation to be sure."
+        times = max(4, -(-200 // len(loop.split())))  # a degenerate loop of at least 200 words
+        phases[2] = " ".join([loop] * times)
     think = "\n\n".join(phases) + f"\n\nThe final answer is: {answer}"
     closing = "" if kind == "unclosed_think" else "\n</think>"
     tail = "" if kind == "no_answer_tag" else f"\n<answer>{answer}</answer>"

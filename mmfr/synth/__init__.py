@@ -1,0 +1,133 @@
+"""Seeded synthetic visual reasoning sources drawn with Pillow: the embedded offline demo data.
+
+Every record comes from a *scene program* (``metadata["program"]``): everything drawn, with
+coordinates and values. The answer is computed from that program by ``solution``, so it is always
+verifiable, and the image is rendered from it, so the same seed gives byte-identical records.
+
+Each family module provides ``KINDS``, ``ANSWER_TYPES`` (kind -> answer type), ``DOMAIN``,
+``sample(rng, kind) -> (metadata, question)``, ``render(program) -> Image``, ``solve(metadata)``,
+``describe(program)`` and ``compose(rng, metadata) -> (recipe, options, question) | None``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+from mmfr.schema import seed_for
+from mmfr.synth import charts, counting, geometry, puzzle
+from mmfr.synth.draw import to_png
+
+FAMILIES = ("counting", "charts", "geometry", "puzzle")
+SPLITS = ("train", "test")
+_MODULES = {"counting": counting, "charts": charts, "geometry": geometry, "puzzle": puzzle}
+_COMPOSE_ATTEMPTS = 200
+
+
+def split_of(program: dict) -> str:
+    """The only split a scene may appear in: one bit of the hash of its program.
+
+    Train and test draw from separate seed namespaces *and* keep only scenes whose hash falls in
+    their half, so whatever the seeds, no test record shares its image (let alone its question,
+    answer and program) with a train record.
+    """
+    digest = hashlib.sha256(json.dumps(program, sort_keys=True).encode()).hexdigest()
+    return SPLITS[int(digest[-1], 16) % 2]
+
+
+def _record(family: str, split: str, index: int, seed: int) -> dict:
+    module = _MODULES[family]
+    kind = module.KINDS[index % len(module.KINDS)]
+    rng = random.Random(seed_for(seed, f"synth/{family}/{split}", index=index))
+    while True:
+        meta, question = module.sample(rng, kind)
+        if split_of(meta["program"]) == split:
+            break
+    meta = {"family": family, "kind": kind, **meta}
+    return {
+        "original_id": f"{family}-{split}-{index:06d}",
+        "question": question,
+        "answer": module.solve(meta)["answer"],
+        "answer_type": module.ANSWER_TYPES[kind],
+        "choices": list(meta.get("options", [])),
+        "image": to_png(module.render(meta["program"])),
+        "metadata": meta,
+        "domain": module.DOMAIN,
+    }
+
+
+def generate(family: str, split: str, n: int, seed: int) -> list[dict]:
+    """``n`` records of one family; question kinds alternate so every kind is represented.
+
+    Record ``i`` depends only on (family, split, seed, i): a longer run extends a shorter one.
+    ``split`` is "train" or "test"; the two are disjoint by construction (see ``split_of``).
+    """
+    if family not in _MODULES:
+        raise ValueError(f"unknown synthetic family {family!r} (one of {', '.join(FAMILIES)})")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (train or test)")
+    return [_record(family, split, i, seed) for i in range(n)]
+
+
+def compose(records: list[dict], n: int, seed: int) -> list[dict]:
+    """``n`` harder multiple-choice questions, each merging two or more facts of one record's scene.
+
+    The "complexity" step of Long Grounded Thoughts: a composed record reuses its parent's image,
+    keeps its program, and records the parent's id and the recipe in ``metadata``.
+    """
+    parents = [r for r in records if r["metadata"]["family"] in _MODULES]
+    if n and not parents:
+        raise ValueError("compose needs simple synthetic records (family in FAMILIES)")
+    out = []
+    for i in range(n):
+        rng = random.Random(seed_for(seed, "synth/composed", index=i))
+        for _ in range(_COMPOSE_ATTEMPTS):
+            parent = parents[rng.randrange(len(parents))]
+            made = _MODULES[parent["metadata"]["family"]].compose(rng, parent["metadata"])
+            if made:
+                break
+        else:
+            raise ValueError(f"no composable record among {len(parents)} after {_COMPOSE_ATTEMPTS} tries")
+        recipe, options, question = made
+        pm = parent["metadata"]
+        meta = {
+            "family": "composed",
+            "kind": recipe["name"],
+            "parent_family": pm["family"],
+            "parent_kind": pm["kind"],
+            "parent_id": parent["original_id"],
+            "program": pm["program"],
+            "recipe": recipe,
+            "options": options,
+        }
+        out.append(
+            {
+                "original_id": f"composed-{parent['original_id']}-{i:06d}",
+                "question": question,
+                "answer": solution(meta)["answer"],
+                "answer_type": "choice",
+                "choices": list(options),
+                "image": parent["image"],
+                "metadata": meta,
+                "domain": parent["domain"],
+            }
+        )
+    return out
+
+
+def _module(metadata: dict):
+    family = metadata["family"]
+    return _MODULES[metadata["parent_family"] if family == "composed" else family]
+
+
+def solution(metadata: dict) -> dict:
+    """A careful solver's write-up for the scripted teacher, from the scene program alone:
+    ``{"facts", "setup", "steps", "check", "answer"}``; ``answer`` equals the record's answer."""
+    return _module(metadata).solve(metadata)
+
+
+def describe(metadata: dict) -> dict:
+    """A structured caption of the scene for the scripted captioner: ``{"category", "summary",
+    "components", "interactions", "implicit", "ambiguities"}``."""
+    return _module(metadata).describe(metadata["program"])

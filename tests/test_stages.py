@@ -1,0 +1,79 @@
+"""Stage logic without Snakemake: config checks, the scripted teacher, subsets and the RL draw."""
+
+import copy
+import random
+
+import pytest
+import yaml
+
+from conftest import REPO
+from mmfr import synth
+from mmfr.config import ConfigError, check_config
+from mmfr.generate.scripted import ScriptedBackend, trace
+from mmfr.generate import Request
+from mmfr.subsets import in_rl
+from mmfr.verify import VerifyConfig, verify_response
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["sources"].append(copy.deepcopy(c["sources"][0])), "sources[22].name"),
+    (lambda c: c["subsets"].append({"name": "rl40k"}), "selection.rl.name"),
+    (lambda c: c["models"]["proxy"].update(model="models/base/70b"), "models.proxy.model"),
+    (lambda c: c["models"]["judge"].update(backend="scripted"), "models.judge.backend"),
+    (lambda c: c["subsets"][0].update(where="true; DROP TABLE pool"), "subsets[0].where"),
+])
+def test_config_errors_name_the_key(config, edit, key):
+    check_config(config)
+    edit(config)
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        check_config(config)
+
+
+def context(rec):
+    return {"metadata": rec["metadata"], "answer": rec["answer"], "answer_type": rec["answer_type"],
+            "choices": rec["choices"]}
+
+
+def test_scripted_traces_verify_when_the_teacher_makes_no_mistake():
+    cfg = VerifyConfig(min_cot_words=40)
+    for family in synth.FAMILIES:
+        for rec in synth.generate(family, "train", 15, seed=3):
+            text = trace(context(rec), random.Random(0), {})
+            verdict = verify_response(text, rec["answer"], rec["answer_type"], rec["choices"], cfg)
+            assert verdict["verdict"] == "correct", (family, verdict, text)
+
+
+@pytest.mark.parametrize("mistake, verdict, decided_by", [
+    ("wrong_answer", "wrong", None), ("no_answer_tag", "rejected", "template"),
+    ("unclosed_think", "rejected", "template"), ("repetition", "rejected", "repetition"),
+    ("too_short", "rejected", "length"),
+])
+def test_each_scripted_mistake_is_caught_by_verification(mistake, verdict, decided_by):
+    cfg = VerifyConfig(min_cot_words=40)
+    for rec in synth.generate("charts", "train", 10, seed=5):
+        text = trace(context(rec), random.Random(1), {mistake: 1.0})
+        v = verify_response(text, rec["answer"], rec["answer_type"], rec["choices"], cfg)
+        assert v["verdict"] == verdict and (decided_by is None or v["decided_by"] == decided_by), (mistake, v)
+
+
+def test_scripted_backend_reports_records_it_cannot_trace():
+    backend = ScriptedBackend({"backend": "scripted", "model": "t"})
+    req = Request("x", (), (), 0, 0, {"task": "trace", "metadata": {}, "answer": "1", "answer_type": "number",
+                                      "choices": []})
+    (resp,) = backend.generate([req], ["k"])
+    assert resp.finish_reason == "error" and resp.error
+
+
+def test_rl_draw_is_per_sample_and_stable():
+    ids = [f"{i:016x}" for i in range(20000)]
+    drawn = [i for i in ids if in_rl(7, i, 0.1)]
+    assert 0.09 < len(drawn) / len(ids) < 0.11
+    # adding samples never moves one already there in or out of the draw
+    more = ids + [f"new{i}" for i in range(5000)]
+    assert [i for i in more if in_rl(7, i, 0.1)][: len(drawn)] == drawn
+    assert drawn != [i for i in ids if in_rl(8, i, 0.1)]  # another seed, another draw
