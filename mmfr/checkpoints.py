@@ -64,7 +64,10 @@ def warm_up(init_dir: str, out_dir: str, cfg: dict, seed: int) -> None:
     train_cfg = {k: v for k, v in cfg.items() if k != "n_per_family"}
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/warmup.parquet"
-        schema.write_table(pa.Table.from_pylist(rows), path)
+        fields = [("question", pa.string()), ("choices", pa.list_(pa.string())), ("image", schema.IMAGE_TYPE),
+                  ("response", pa.string())]
+        table = pa.Table.from_pylist(rows, schema=pa.schema(fields, metadata=schema.hf_features_metadata(fields)))
+        schema.write_table(table, path)
         sft(init_dir, [path], out_dir, train_cfg, seed)
 
 
