@@ -15,11 +15,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def snakemake(workdir: Path, *args: str, configs: tuple[str, ...] = ("recipes/demo.yaml", "tests/tiny.yaml"),
               env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow in ``workdir`` with the given overlays (paths relative to the repo)."""
+    # targets first: --rerun-triggers and --configfile each take several values
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", "2", "--rerun-triggers", "mtime", "params", "input", "code"]
-    cmd += list(args)  # targets before --configfile, which takes several values
-    if configs:
-        cmd += ["--configfile", *[str(p if Path(p).is_absolute() else REPO / p) for p in configs]]
+           *args, "--cores", "2", "--rerun-triggers", "mtime", "params", "input", "code",
+           # with -d, the Snakefile's own `configfile:` would be looked up in the workdir
+           "--configfile", str(REPO / "config.yaml"),
+           *[str(p if Path(p).is_absolute() else REPO / p) for p in configs]]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
