@@ -91,6 +91,3 @@ def write_table(table: pa.Table, path: str) -> None:
     pq.write_table(table, path, compression="zstd", compression_level=3, row_group_size=256,
                    write_statistics=True, store_schema=True)
 
-
-def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=columns)
