@@ -25,7 +25,11 @@ def show(path: str) -> None:
             print("  ".join(_fmt(v).ljust(w) for v, w in zip(r, widths)))
 
     table("Samples per stage", "PIVOT stage_counts ON stage USING sum(n) GROUP BY source ORDER BY source")
-    table("Quarantine", "SELECT reason, sum(n) n FROM quarantine GROUP BY reason ORDER BY n DESC")
+    table("Sources: raw = kept + quarantined + excluded + duplicate + contaminated, beside the paper's count",
+          "SELECT source, raw, kept, quarantined, excluded, duplicate, contaminated, balanced, expected, "
+          "kept_vs_expected FROM accounting ORDER BY source")
+    table("Dropped, by reason", "SELECT category, reason, sum(n) n FROM drop_reasons GROUP BY ALL ORDER BY category, n DESC")
+    table("Cleaning", "SELECT clean_status, answer_from, sum(n) n FROM cleaning GROUP BY ALL ORDER BY n DESC")
     table("Verdicts", "SELECT verdict, decided_by, sum(n) n FROM verdicts GROUP BY ALL ORDER BY n DESC")
     table("Tokens (Qwen3-VL tokenizer, verified traces)",
           "SELECT kind, n, round(mean, 1) mean, median, round(p95) p95, max, total FROM token_stats "

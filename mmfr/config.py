@@ -37,6 +37,7 @@ def check_config(config: dict) -> None:
         for fam in [s.get("family")] if s["kind"] == "synthetic" else s.get("families", []):
             if fam not in known:
                 raise ConfigError(f"sources[{i}] ({s['name']}): unknown synthetic family {fam!r}; known: {sorted(known)}")
+    _check_exclusions(config)
     unpinned = [s["name"] for s in config["sources"] + config["benchmarks"] if s["kind"] == "hf" and not s.get("revision")]
     if unpinned:
         log.warning("%d datasets have no pinned revision (downloads are not reproducible): %s",
@@ -51,9 +52,21 @@ def check_config(config: dict) -> None:
             if len(parts) != 3 or parts[1] != "base" or parts[2] not in sizes:
                 raise ConfigError(f"models.{role}.model: {path!r} is not a model this workflow builds "
                                   f"(models/base/<size> with size in {sorted(sizes)})")
-        if spec["backend"] == "scripted" and role not in ("caption", "trace"):
-            raise ConfigError(f"models.{role}.backend: the scripted backend can only caption and trace")
+        if spec["backend"] == "scripted" and role not in ("caption", "trace", "clean", "extract"):
+            raise ConfigError(f"models.{role}.backend: the scripted backend can only caption, trace, clean and extract")
     for i, sub in enumerate(config["subsets"]):
         where = sub.get("where", "true")
         if ";" in where:
             raise ConfigError(f"subsets[{i}].where: {where!r} must be a single SQL expression")
+
+
+def _check_exclusions(config: dict) -> None:
+    """A source the recipe excludes as a whole (say a FineVision config named in exclude.origins)
+    is a config mistake: it would download only to drop every record."""
+    from mmfr.exclusions import Exclusions
+
+    exclusions = Exclusions.from_config(config.get("exclude") or {})
+    for i, s in enumerate(config["sources"]):
+        if hit := exclusions.origin_match(s["name"], s.get("config")):
+            raise ConfigError(f"sources[{i}] ({s['name']}): matches exclude.origins entry {hit!r}; "
+                              "remove the source or the exclusion")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from typing import NamedTuple
 
+import imagehash
 from PIL import Image
 
 MAX_PIXELS = 178_956_970  # PIL's own bomb threshold; config may lower it
@@ -19,11 +21,19 @@ class ImageError(ValueError):
         self.reason = reason
 
 
-def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> tuple[bytes, int, int]:
+class Normalised(NamedTuple):
+    data: bytes  # encoded image (PNG or JPEG)
+    width: int
+    height: int
+    phash: str  # 64-bit perceptual hash, 16 hex chars: near-duplicates differ in a few bits
+
+
+def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Normalised:
     """Decode ``data``, convert to RGB and cap the longest side at ``max_side`` keeping the aspect.
 
-    Returns (encoded bytes, width, height). Bytes are kept as they are when the image is already RGB
-    and small enough; otherwise the result is re-encoded as PNG (lossless, deterministic).
+    Bytes are kept as they are when the image is already RGB and small enough; otherwise the
+    result is re-encoded as PNG (lossless, deterministic). The perceptual hash is taken from the
+    decoded pixels, so a re-encoded or resized copy of an image hashes (nearly) the same.
     Raises ImageError('image_missing'|'image_too_large'|'image_corrupt'|'image_truncated').
     """
     if not data:
@@ -46,7 +56,7 @@ def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> tuple
     except Exception as e:  # PIL raises a zoo of errors on hostile input
         raise ImageError("image_corrupt", f"{type(e).__name__}: {e}") from None
     if img.mode == "RGB" and max(img.size) <= max_side and img.format in ("PNG", "JPEG"):
-        return data, width, height
+        return Normalised(data, width, height, perceptual_hash(img))
     if img.mode in ("RGBA", "LA", "P"):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -58,7 +68,17 @@ def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> tuple
         img = img.resize(size, Image.Resampling.BICUBIC)
     out = io.BytesIO()
     img.save(out, format="PNG", optimize=False)
-    return out.getvalue(), img.width, img.height
+    return Normalised(out.getvalue(), img.width, img.height, perceptual_hash(img))
+
+
+def perceptual_hash(img: Image.Image) -> str:
+    """DCT perceptual hash (``imagehash.phash``) as 16 hex chars."""
+    return str(imagehash.phash(img))
+
+
+def hamming(a: str, b: str) -> int:
+    """Bits that differ between two hex perceptual hashes."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
 def sha256(data: bytes) -> str:

@@ -24,8 +24,10 @@ RECORD_FIELDS = [
     ("original_id", pa.string()),
     ("original_question", pa.string()),
     ("original_answer", pa.string()),
+    ("solution", pa.string()),  # a source's worked solution, when it has one (answer extraction reads it)
     ("image", IMAGE_TYPE),
     ("image_sha256", pa.string()),
+    ("image_phash", pa.string()),  # perceptual hash (16 hex): near-duplicate and contamination checks
     ("question", pa.string()),
     ("answer", pa.string()),
     ("answer_type", pa.string()),

@@ -5,45 +5,69 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmfr import images, schema
+from mmfr.exclusions import Exclusions
 
 log = logging.getLogger(__name__)
 
-# The raw layout every fetcher writes; adapters for real datasets map onto it.
+# The layout every adapter maps a source's records onto (generated sources are written in it).
+# answer: the short final answer, or null when the source has only a worked solution (then an LLM
+# extracts it); answer_type null means "detect it"; origin: the upstream dataset of a record in an
+# aggregate source (MMR1, FineVision), which the recipe's exclusions match.
 RAW = pa.schema([
     ("original_id", pa.string()),
     ("question", pa.string()),
     ("answer", pa.string()),
+    ("solution", pa.string()),
     ("answer_type", pa.string()),
     ("choices", pa.list_(pa.string())),
     ("images", pa.list_(pa.binary())),
     ("metadata", pa.string()),
     ("domain", pa.string()),
+    ("origin", pa.string()),
 ])
 
-QUARANTINE = pa.schema([
+# Every record a stage drops, with why: one layout for standardise, dedup and clean, so the
+# accounting raw = kept + quarantined + excluded + duplicate + contaminated is one query.
+# category: quarantined (unusable: corrupt image, no answer...), excluded (the recipe leaves it out),
+# duplicate, contaminated (matches an evaluation benchmark).
+DROPPED = pa.schema([
     ("source", pa.string()),
     ("original_id", pa.string()),
+    ("id", pa.string()),
+    ("category", pa.string()),
     ("reason", pa.string()),
     ("detail", pa.string()),
     ("question", pa.string()),
     ("answer", pa.string()),
 ])
+CATEGORIES = ("quarantined", "excluded", "duplicate", "contaminated")
 
 
 class Reject(ValueError):
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", category: str = "quarantined"):
         super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.category = reason, detail, category
 
 
-# ---------------------------------------------------------------- fetch
+def dropped_row(source: str, original_id, reason: str, detail: str = "", category: str = "quarantined",
+                question=None, answer=None, id: str | None = None) -> dict:
+    return {"source": source, "original_id": str(original_id), "id": id, "category": category, "reason": reason,
+            "detail": (detail or "")[:500], "question": _safe(question), "answer": _safe(answer)}
+
+
+# ---------------------------------------------------------------- download
+SYNTHETIC_KINDS = ("synthetic", "composed", "synthetic_benchmark")
+
+
 def synthetic_rows(spec: dict, seed: int) -> list[dict]:
     """Rows of a generated source: one synthetic family, or composed questions over others."""
     from mmfr import synth
@@ -59,110 +83,168 @@ def synthetic_rows(spec: dict, seed: int) -> list[dict]:
     else:  # synthetic_benchmark: the held-out test split of every family, plus composed questions
         records = [r for f in spec["families"] for r in family(f, "test", spec["n"])]
         records += synth.compose(records, spec.get("n_composed", 0), schema.seed_for(seed, "compose", spec["name"]))
-    rows = [{
-        "original_id": r["original_id"], "question": r["question"], "answer": r["answer"],
-        "answer_type": r["answer_type"], "choices": r["choices"], "images": [r["image"]],
-        "metadata": json.dumps(r["metadata"], sort_keys=True), "domain": r["domain"],
-    } for r in records]
-    return inject_faults(rows, spec.get("inject_faults", 0.0), schema.seed_for(seed, "faults", spec["name"]))
+    rows = [_raw_row(r) for r in records]
+    if spec["kind"] == "synthetic" and spec.get("inject_faults"):
+        # a leak to simulate: the first test records of the family are the demo benchmark's
+        test = [_raw_row(r) for r in family(spec["family"], "test", max(1, len(rows) // 20))]
+        rows = inject_faults(rows, spec["inject_faults"], schema.seed_for(seed, "faults", spec["name"]), test)
+    return rows
 
 
-def inject_faults(rows: list[dict], rate: float, seed: int) -> list[dict]:
-    """Damage a seeded fraction of generated rows the way real data is damaged, so that the
-    quarantine has real work in the demo: truncated image, empty question, missing answer,
-    two images. The damage is recorded in the row's metadata."""
+def _raw_row(r: dict) -> dict:
+    return {"original_id": r["original_id"], "question": r["question"], "answer": r["answer"], "solution": None,
+            "answer_type": r["answer_type"], "choices": r["choices"], "images": [r["image"]],
+            "metadata": json.dumps(r["metadata"], sort_keys=True), "domain": r["domain"], "origin": None}
+
+
+FAULTS = ("truncated_image", "empty_question", "missing_answer", "multi_image", "duplicate", "benchmark_leak",
+          "noisy_question", "unanswerable", "answer_in_solution")
+UNANSWERABLE = "Using the table on the previous page, what is the total of the second column?"
+
+
+def inject_faults(rows: list[dict], rate: float, seed: int, leaks: list[dict] = ()) -> list[dict]:
+    """Damage a seeded fraction of generated rows the way real data is damaged, so that every
+    check of the sources stage has real work in the demo: broken images and fields (quarantine),
+    two images (exclusion), copies and benchmark leaks (dedup), noise, unanswerable questions and
+    answers buried in a worked solution (LLM cleaning and extraction). The damage is recorded in
+    the row's metadata."""
+    from mmfr import synth
+
     rng = random.Random(seed)
-    faults = ("truncated_image", "empty_question", "missing_answer", "multi_image")
-    out = []
-    for row in rows:
-        if rng.random() < rate:
-            row = dict(row)
-            fault = rng.choice(faults)
-            if fault == "truncated_image":
-                row["images"] = [row["images"][0][: len(row["images"][0]) // 3]]
-            elif fault == "empty_question":
-                row["question"] = "  "
-            elif fault == "missing_answer":
-                row["answer"] = None
-            else:
-                row["images"] = row["images"] * 2
-            row["metadata"] = json.dumps({**json.loads(row["metadata"]), "injected_fault": fault}, sort_keys=True)
+    out, leaks = [], list(leaks)
+    for i, row in enumerate(rows):
+        if rng.random() >= rate:
+            out.append(row)
+            continue
+        row, fault = dict(row), rng.choice(FAULTS)
+        meta = json.loads(row["metadata"])
+        if fault == "truncated_image":
+            row["images"] = [row["images"][0][: len(row["images"][0]) // 3]]
+        elif fault == "empty_question":
+            row["question"] = "  "
+        elif fault == "missing_answer":
+            row["answer"] = None
+        elif fault == "multi_image":
+            row["images"] = row["images"] * 2
+        elif fault == "duplicate" and out:
+            row = {**out[rng.randrange(len(out))], "original_id": row["original_id"]}
+            meta = json.loads(row["metadata"])
+        elif fault == "benchmark_leak" and leaks:
+            row = {**leaks.pop(0), "original_id": row["original_id"]}
+            meta = json.loads(row["metadata"])
+        elif fault == "noisy_question":
+            row["question"] = f"Question {i + 1}: {row['question']}<br> Answer directly with a single word or number."
+        elif fault == "unanswerable":
+            row["question"] = UNANSWERABLE
+        elif fault == "answer_in_solution":
+            sol = synth.solution(meta)
+            row["solution"] = " ".join([*sol["facts"], sol["setup"], *sol["steps"], f"So we get {row['answer']}."])
+            row["answer"] = None
+        row["metadata"] = json.dumps({**meta, "injected_fault": fault}, sort_keys=True)
         out.append(row)
     return out
 
 
-def hf_rows(spec: dict) -> list[dict]:
-    """Download a pinned dataset (or read a local mirror) and map its fields to the raw layout.
+def download(spec: dict, out_path: str, manifest_path: str, images_dir: str, seed: int) -> int:
+    """Fetch one source into ``out_path`` with a manifest of exactly what was fetched.
 
-    ``spec`` keys: hf_id (a hub id or a local path), config, split, revision, fields
-    (question/answer/image/choices/id → the dataset's column names), answer_type, domain.
+    Generated sources are written in the RAW layout. A ``kind: hf`` source is loaded with
+    ``datasets`` at its pinned revision (``hf_id`` may be a hub id, a local directory or a mirror;
+    ``HF_DATASETS_OFFLINE=1`` with a filled cache works too) and saved verbatim, images as bytes:
+    adapters run in standardise, so fixing one never downloads again. ``image_archives`` (files of the
+    dataset repo, parts concatenated in order) are unpacked into ``images_dir`` for sources whose
+    records hold image paths. Returns the row count.
     """
+    os.makedirs(images_dir, exist_ok=True)
+    manifest = {"name": spec["name"], "kind": spec["kind"]}
+    if spec["kind"] in SYNTHETIC_KINDS:
+        table = pa.Table.from_pylist(synthetic_rows(spec, seed), schema=RAW)
+        schema.write_table(table, out_path)
+        manifest.update(rows=table.num_rows, seed=seed)
+    elif spec["kind"] == "hf":
+        manifest.update(hf_download(spec, out_path, images_dir))
+    else:
+        raise ValueError(f"sources.{spec['name']}.kind: unknown kind {spec['kind']!r} "
+                         f"(one of {', '.join(SYNTHETIC_KINDS + ('hf',))})")
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    log.info("downloaded %d rows of %s into %s", manifest["rows"], spec["name"], out_path)
+    return manifest["rows"]
+
+
+def hf_download(spec: dict, out_path: str, images_dir: str) -> dict:
     import datasets
 
+    where = f"sources.{spec['name']}"
+    if not spec.get("revision") and not os.path.isdir(spec["hf_id"]):
+        log.warning("%s.revision is not pinned: downloading the current main of %s", where, spec["hf_id"])
     ds = datasets.load_dataset(spec["hf_id"], spec.get("config"), split=spec.get("split", "train"),
-                               revision=spec.get("revision"))
-    fields = spec.get("fields", {})
-    image_field = fields.get("image", "image")
-    ds = ds.cast_column(image_field, datasets.Image(decode=False)) if image_field in ds.column_names else ds
-    adapt = ADAPTERS[spec.get("adapter", "generic")]
-    return [adapt(rec, fields, spec, index=i) for i, rec in enumerate(ds)]
+                               revision=spec.get("revision"), data_files=spec.get("data_files"))
+    ds = ds.cast(_undecoded(ds.features))
+    ds.to_parquet(out_path)
+    archives = [_fetch_file(spec, name) for name in spec.get("image_archives") or []]
+    if archives:
+        unpack(archives, images_dir)
+    return {"hf_id": spec["hf_id"], "config": spec.get("config"), "split": spec.get("split", "train"),
+            "revision": spec.get("revision"), "resolved_revision": _resolved_revision(spec),
+            "fingerprint": ds._fingerprint, "rows": ds.num_rows, "columns": ds.column_names,
+            "image_archives": spec.get("image_archives") or [], "datasets": datasets.__version__}
 
 
-def adapt_record(rec: dict, fields: dict, spec: dict, index: int) -> dict:
-    """Map one record of a real dataset onto the raw layout, keeping everything else as metadata."""
-    img = rec.get(fields.get("image", "image"))
-    imgs = img if isinstance(img, list) else ([img] if img is not None else [])
-    blobs = []
-    for im in imgs:
-        if isinstance(im, dict):
-            blobs.append(im.get("bytes") or b"")
-        elif isinstance(im, (bytes, bytearray)):
-            blobs.append(bytes(im))
-    choices = rec.get(fields.get("choices", "choices")) or []
-    used = {fields.get(k, k) for k in ("id", "question", "answer", "image", "choices")}
-    extra = {k: v for k, v in rec.items() if k not in used and _jsonable(v)}
-    answer = rec.get(fields.get("answer", "answer"))
-    return {
-        "original_id": str(rec.get(fields.get("id", "id"), index)),
-        "question": rec.get(fields.get("question", "question")),
-        "answer": None if answer is None else str(answer),
-        "answer_type": spec.get("answer_type") or ("choice" if choices else "text"),
-        "choices": [str(c) for c in choices],
-        "images": blobs,
-        "metadata": json.dumps(extra, sort_keys=True, default=str),
-        "domain": spec.get("domain", "general"),
-    }
+def _undecoded(features):
+    """The same features with every Image (also inside lists) left as bytes: no decoding at download."""
+    import datasets
+
+    if isinstance(features, datasets.Image):
+        return datasets.Image(decode=False)
+    if isinstance(features, dict):
+        return type(features)({k: _undecoded(v) for k, v in features.items()})
+    if isinstance(features, (datasets.Sequence, datasets.List)):
+        return type(features)(_undecoded(features.feature))
+    if isinstance(features, list):
+        return [_undecoded(f) for f in features]
+    return features
 
 
-def adapt_finevision(rec: dict, fields: dict, spec: dict, index: int) -> dict:
-    """FineVision rows: ``images`` (list) and ``texts`` (list of {user, assistant} turns); the first
-    turn is the question, with any choices written into its text."""
-    turn = (rec.get("texts") or [{}])[0]
-    flat = {**{k: v for k, v in rec.items() if k != "texts"},
-            "question": turn.get("user"), "answer": turn.get("assistant")}
-    return adapt_record(flat, {"image": "images", "id": "id", **fields}, spec, index)
+def _fetch_file(spec: dict, filename: str) -> str:
+    if os.path.isdir(spec["hf_id"]):  # a local copy or mirror of the dataset repo
+        return os.path.join(spec["hf_id"], filename)
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(spec["hf_id"], filename, repo_type="dataset", revision=spec.get("revision"))
 
 
-ADAPTERS = {"generic": adapt_record, "finevision": adapt_finevision}
+def _resolved_revision(spec: dict) -> str | None:
+    """The commit a hub download resolved to, for the audit trail (None offline or for local paths)."""
+    if os.path.isdir(spec["hf_id"]) or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return spec.get("revision")
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(spec["hf_id"], revision=spec.get("revision")).sha
+    except Exception as e:  # the download itself worked; an audit field must not fail the job
+        log.warning("could not resolve the revision of %s: %s", spec["hf_id"], e)
+        return spec.get("revision")
 
 
-def _jsonable(v) -> bool:
-    return isinstance(v, (str, int, float, bool, type(None), list, dict))
+def unpack(parts: list[str], out_dir: str) -> int:
+    """Unpack a zip archive given as one file or as split parts (concatenated in order)."""
+    import shutil
+    import tempfile
+    import zipfile
 
-
-def fetch(spec: dict, out_path: str, seed: int) -> int:
-    """Write the raw rows of one source to ``out_path``; returns the row count."""
-    kind = spec["kind"]
-    if kind in ("synthetic", "composed", "synthetic_benchmark"):
-        rows = synthetic_rows(spec, seed)
-    elif kind == "hf":
-        rows = hf_rows(spec)
-    else:
-        raise ValueError(f"sources.{spec['name']}.kind: unknown kind {kind!r} (synthetic, composed, hf)")
-    table = pa.Table.from_pylist(rows, schema=RAW)
-    schema.write_table(table, out_path)
-    log.info("fetched %d rows of %s into %s", len(rows), spec["name"], out_path)
-    return len(rows)
+    with tempfile.TemporaryFile() as joined:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, joined)
+        joined.seek(0)
+        with zipfile.ZipFile(joined) as z:
+            for member in z.infolist():  # refuse paths that would escape out_dir
+                target = os.path.realpath(os.path.join(out_dir, member.filename))
+                if not target.startswith(os.path.realpath(out_dir) + os.sep) and target != os.path.realpath(out_dir):
+                    raise ValueError(f"{parts[0]}: archive member {member.filename!r} escapes {out_dir}")
+            z.extractall(out_dir)
+            return len(z.infolist())
 
 
 # ---------------------------------------------------------------- standardise
@@ -172,44 +254,58 @@ class ImagePolicy:
     max_pixels: int = 89_478_485
 
 
-def to_canonical(row: dict, source: str, license: str, policy: ImagePolicy) -> dict:
-    """One raw row → one canonical record, or ``Reject`` with the reason."""
+def to_canonical(row: dict, source: str, license: str, policy: ImagePolicy,
+                 exclusions: Exclusions = Exclusions(), config: str | None = None) -> dict:
+    """One RAW row → one canonical record, or ``Reject`` with the category and reason."""
+    if hit := exclusions.origin_match(row.get("origin"), config):
+        raise Reject("excluded_origin", f"{hit} (origin {row.get('origin') or config})", "excluded")
     question = _text(row.get("question"), "question")
     if not question.strip():
         raise Reject("empty_question")
-    if row.get("answer") is None or not str(row["answer"]).strip():
+    answer = _text(row.get("answer"), "answer").strip()
+    solution = _text(row.get("solution"), "solution").strip()
+    if not answer and not solution:
         raise Reject("missing_answer")
-    answer = _text(row["answer"], "answer").strip()
-    if row.get("answer_type") not in schema.ANSWER_TYPES:
+    if row.get("answer_type") not in (*schema.ANSWER_TYPES, None):
         raise Reject("bad_answer_type", str(row.get("answer_type")))
     blobs = row.get("images") or []
-    if len(blobs) > 1:
-        raise Reject("multi_image", f"{len(blobs)} images")
-    if not blobs:
+    if len(blobs) > 1 and exclusions.multi_image:
+        raise Reject("multi_image", f"{len(blobs)} images", "excluded")
+    if not blobs or not blobs[0]:
         raise Reject("image_missing")
     try:
-        data, _, _ = images.normalise(blobs[0], policy.max_side, policy.max_pixels)
+        image = images.normalise(blobs[0], policy.max_side, policy.max_pixels)
     except images.ImageError as e:
         raise Reject(e.reason, str(e)) from None
-    digest = images.sha256(data)
+    digest = images.sha256(image.data)
     question = question.strip()
     return {
         "source": source,
         "id": schema.sample_id(source, row["original_id"], question, digest),
         "original_id": row["original_id"],
         "original_question": question,
-        "original_answer": answer,
-        "image": {"bytes": data, "path": None},
+        "original_answer": answer or None,
+        "solution": solution or None,
+        "image": {"bytes": image.data, "path": None},
         "image_sha256": digest,
+        "image_phash": image.phash,
         "question": question,
-        "answer": answer,
-        "answer_type": row["answer_type"],
+        "answer": answer or None,  # None: to be extracted from the solution by the clean stage
+        "answer_type": row.get("answer_type"),
         "choices": list(row.get("choices") or []),
         "domain": row.get("domain") or "general",
-        "language": "en",
+        "language": language(question),
         "license": license,
         "metadata": row.get("metadata") or "{}",
     }
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def language(text: str) -> str:
+    """'zh' when the text holds CJK characters (BMMR, Euclid30K, ...: the clean stage translates), else 'en'."""
+    return "zh" if _CJK.search(text) else "en"
 
 
 def _text(value, field: str) -> str:
@@ -220,44 +316,97 @@ def _text(value, field: str) -> str:
             return value.decode("utf-8")
         except UnicodeDecodeError:
             raise Reject("non_utf8", field) from None
+    if isinstance(value, str) and "\ufffd" in value:  # text that was already decoded with replacement
+        raise Reject("non_utf8", f"{field} holds U+FFFD replacement characters")
     return str(value)
 
 
-def standardise(raw_path: str, source: str, license: str, shard_paths: list[str],
-                quarantine_path: str, policy: ImagePolicy) -> dict:
-    """Raw rows → canonical records hash-sharded over ``shard_paths``; rejects to the quarantine.
+def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_size: int = 256):
+    """Stream a downloaded source through its adapter: yields RAW rows, a batch of records at a time."""
+    from mmfr import adapters
 
-    Rows inside a shard are sorted by id so outputs are byte-identical across runs.
-    Returns counts {raw, kept, quarantined, per_reason}.
+    default = "raw" if spec.get("kind") in SYNTHETIC_KINDS else "generic"
+    spec = {**spec, "adapter": spec.get("adapter") or default, "image_root": spec.get("image_root") or images_dir}
+    index = 0
+    for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=batch_size):
+        for rec in batch.to_pylist():
+            yield from adapters.adapt(rec, spec, index)
+            index += 1
+
+
+class ShardWriter:
+    """Appends records to one parquet shard in row groups, so a source of any size streams
+    through bounded memory. The output depends only on the input order: byte-identical reruns."""
+
+    def __init__(self, path: str, table_schema: pa.Schema, flush_bytes: int = 16 << 20, flush_rows: int = 256):
+        self.path, self.schema, self.rows, self.size, self.n = path, table_schema, [], 0, 0
+        self.flush_bytes, self.flush_rows = flush_bytes, flush_rows
+        self.writer = pq.ParquetWriter(path, table_schema, compression="zstd", compression_level=3,
+                                       write_statistics=True, store_schema=True)
+
+    def add(self, rec: dict) -> None:
+        self.rows.append(rec)
+        self.size += len(rec["image"]["bytes"]) if rec.get("image") else 0
+        self.n += 1
+        if len(self.rows) >= self.flush_rows or self.size >= self.flush_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+        self.rows, self.size = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def standardise(raw_path: str, spec: dict, shard_paths: list[str], dropped_path: str, counts_path: str | None,
+                policy: ImagePolicy, exclusions: Exclusions = Exclusions(), images_dir: str | None = None) -> dict:
+    """A downloaded source → canonical records hash-sharded over ``shard_paths``, streamed.
+
+    Every row the source's adapter yields is either kept or written to ``dropped_path`` with its
+    category and reason; ``counts_path`` gets {raw, kept, dropped: {category: {reason: n}}}, and
+    raw == kept + all drops always. Returns the counts.
     """
-    raw = pq.read_table(raw_path).to_pylist()
-    shards: list[list[dict]] = [[] for _ in shard_paths]
-    rejected, seen = [], set()
-    for row in raw:
-        try:
-            rec = to_canonical(row, source, license, policy)
-        except Reject as e:
-            rejected.append({"source": source, "original_id": str(row.get("original_id")), "reason": e.reason,
-                             "detail": e.detail[:500], "question": _safe(row.get("question")),
-                             "answer": _safe(row.get("answer"))})
-            continue
-        if rec["id"] in seen:
-            rejected.append({"source": source, "original_id": rec["original_id"], "reason": "duplicate_id",
-                             "detail": rec["id"], "question": rec["question"][:500], "answer": rec["answer"]})
-            continue
-        seen.add(rec["id"])
-        shards[schema.shard_of(rec["id"], len(shard_paths))].append(rec)
-    for path, recs in zip(shard_paths, shards):
-        recs.sort(key=lambda r: r["id"])
-        schema.write_table(pa.Table.from_pylist(recs, schema=schema.RECORD), path)
-    rejected.sort(key=lambda r: (r["original_id"], r["reason"]))
-    schema.write_table(pa.Table.from_pylist(rejected, schema=QUARANTINE), quarantine_path)
-    per_reason: dict[str, int] = {}
-    for r in rejected:
-        per_reason[r["reason"]] = per_reason.get(r["reason"], 0) + 1
-    counts = {"raw": len(raw), "kept": len(seen), "quarantined": len(rejected), "per_reason": per_reason}
+    source, license = spec["name"], spec.get("license", "unknown")
+    writers = [ShardWriter(p, schema.RECORD) for p in shard_paths]
+    dropped, seen, raw = [], set(), 0
+    try:
+        for row in raw_rows(raw_path, spec, images_dir):
+            raw += 1
+            try:
+                rec = to_canonical(row, source, license, policy, exclusions, spec.get("config"))
+            except Reject as e:
+                dropped.append(dropped_row(source, row.get("original_id"), e.reason, e.detail, e.category,
+                                           row.get("question"), row.get("answer")))
+                continue
+            if rec["id"] in seen:  # the same record twice in one source: no information, not a defect
+                dropped.append(dropped_row(source, rec["original_id"], "duplicate_id", rec["id"], "duplicate",
+                                           rec["question"], rec["answer"], rec["id"]))
+                continue
+            seen.add(rec["id"])
+            writers[schema.shard_of(rec["id"], len(writers))].add(rec)
+    finally:
+        for w in writers:
+            w.close()
+    dropped.sort(key=lambda r: (r["original_id"], r["reason"]))
+    schema.write_table(pa.Table.from_pylist(dropped, schema=DROPPED), dropped_path)
+    counts = {"source": source, "raw": raw, "kept": len(seen), "dropped": tally(dropped)}
+    if counts_path:
+        with open(counts_path, "w") as f:
+            json.dump(counts, f, indent=1, sort_keys=True)
     log.info("%s: %s", source, counts)
     return counts
+
+
+def tally(dropped: list[dict]) -> dict:
+    """{category: {reason: n}} of dropped rows."""
+    out: dict[str, dict[str, int]] = {}
+    for r in dropped:
+        by_reason = out.setdefault(r["category"], {})
+        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
+    return out
 
 
 def _safe(value) -> str:

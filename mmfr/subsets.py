@@ -29,17 +29,17 @@ def in_rl(seed: int, sample_id: str, fraction: float) -> bool:
     return schema.seed_for(seed, "rl", sample_id) % _SCALE < fraction * _SCALE
 
 
-def candidates(std: list[str], captions: list[str], verified: list[str], passrates: list[str]) -> duckdb.DuckDBPyConnection:
+def candidates(records: list[str], captions: list[str], verified: list[str], passrates: list[str]) -> duckdb.DuckDBPyConnection:
     """A connection with a view ``pool``: every verified-correct record with caption, trace and pass rate."""
     con = duckdb.connect()
     con.execute("SET threads TO 1")  # deterministic and light; the data are read once
-    for name, paths in (("std", std), ("cap", captions), ("ver", verified), ("pr", passrates)):
+    for name, paths in (("rec", records), ("cap", captions), ("ver", verified), ("pr", passrates)):
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({paths!r})")
     cols = ", ".join(f"s.{n}" for n, _ in schema.RECORD_FIELDS)
     con.execute(f"""
         CREATE VIEW pool AS
         SELECT {cols}, c.caption, v.response, v.verdict, v.decided_by, v.cot_tokens, p.pass_rate
-        FROM std s
+        FROM rec s
         JOIN ver v ON v.id = s.id AND v.verdict = 'correct'
         LEFT JOIN cap c ON c.id = s.id
         LEFT JOIN pr p ON p.id = s.id
@@ -49,7 +49,7 @@ def candidates(std: list[str], captions: list[str], verified: list[str], passrat
 
 def build(inputs: dict, out_dir: str, spec: dict, rl: dict, seed: int, shard_rows: int = 5000) -> int:
     """Write subset ``spec`` (name, where | kind: rl) to ``out_dir``; returns its row count."""
-    con = candidates(inputs["std"], inputs["captions"], inputs["verified"], inputs["passrates"])
+    con = candidates(inputs["records"], inputs["captions"], inputs["verified"], inputs["passrates"])
     con.create_function("in_rl", lambda i: in_rl(seed, i, rl["fraction"]), [str], bool, side_effects=False)
     if spec.get("kind") == "rl":
         where = "in_rl(id)"

@@ -28,17 +28,19 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
     con.executemany("INSERT INTO source_config VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(s["name"], s["kind"], s["domain"], s.get("license"), s.get("hf_id"), s.get("revision"),
                       s.get("shards", 1), s.get("expected")) for s in sources])
-    q, std, cap, tr, ver, pr = (_parquet(inputs[k]) for k in
-                                ("quarantine", "std", "captions", "traces", "verified", "passrates"))
-    con.execute(f"CREATE TABLE quarantine AS SELECT source, reason, count(*) n FROM {q} GROUP BY ALL ORDER BY ALL")
+    dropped, rec, cap, tr, ver, pr = (_parquet(inputs[k]) for k in
+                                      ("dropped", "records", "captions", "traces", "verified", "passrates"))
+    _accounting(con, inputs["counts"], dropped, rec)
     con.execute(f"""CREATE TABLE stage_counts AS
-        SELECT 'standardised' stage, source, count(*) n FROM {std} GROUP BY source
-        UNION ALL SELECT 'quarantined', source, count(*) FROM {q} GROUP BY source
+        SELECT 'raw' stage, source, raw n FROM accounting
+        UNION ALL SELECT 'kept', source, count(*) FROM {rec} GROUP BY source
         UNION ALL SELECT 'captioned', source, count(*) FROM {cap} WHERE finish_reason = 'stop' GROUP BY source
         UNION ALL SELECT 'traced', source, count(*) FROM {tr} WHERE finish_reason = 'stop' GROUP BY source
         UNION ALL SELECT 'verified_correct', source, count(*) FROM {ver} WHERE verdict = 'correct' GROUP BY source
         UNION ALL SELECT 'pass_rated', source, count(*) FROM {pr} GROUP BY source
         ORDER BY stage, source""")
+    con.execute(f"""CREATE TABLE cleaning AS SELECT source, clean_status, answer_from, answer_type, count(*) n
+        FROM {rec} GROUP BY ALL ORDER BY ALL""")
     con.execute(f"""CREATE TABLE generation_outcomes AS
         SELECT 'caption' kind, source, finish_reason, count(*) n FROM {cap} GROUP BY ALL
         UNION ALL SELECT 'trace', source, finish_reason, count(*) FROM {tr} GROUP BY ALL ORDER BY ALL""")
@@ -56,11 +58,10 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
     con.execute(f"""CREATE TABLE pass_rates AS SELECT source, pass_rate, count(*) n
         FROM {pr} GROUP BY ALL ORDER BY ALL""")
     con.execute("""CREATE TABLE sources AS
-        SELECT c.source, c.expected, coalesce(s.n, 0) standardised, coalesce(qq.n, 0) quarantined,
-               coalesce(v.n, 0) verified_correct
+        SELECT c.source, c.expected, a.raw, a.kept, coalesce(v.n, 0) verified_correct,
+               round(coalesce(v.n, 0) / c.expected, 3) verified_vs_expected
         FROM source_config c
-        LEFT JOIN (SELECT source, n FROM stage_counts WHERE stage = 'standardised') s USING (source)
-        LEFT JOIN (SELECT source, n FROM stage_counts WHERE stage = 'quarantined') qq USING (source)
+        LEFT JOIN accounting a USING (source)
         LEFT JOIN (SELECT source, n FROM stage_counts WHERE stage = 'verified_correct') v USING (source)
         ORDER BY c.source""")
     subset_rows = []
@@ -79,6 +80,35 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
     _provenance(con, [p for k, paths in inputs.items() for p in paths])
     con.close()
     log.info("summary written to %s", out)
+
+
+def _accounting(con, counts_paths: list[str], dropped: str, records: str) -> None:
+    """Per source: raw = kept + quarantined + excluded + duplicate + contaminated (``balanced``
+    says it holds), the reasons behind each category, and the paper's count beside ours."""
+    raw = []
+    for path in counts_paths:
+        with open(path) as f:
+            c = json.load(f)
+        raw.append((c["source"], c["raw"]))
+    con.execute("CREATE TABLE raw_counts (source VARCHAR, raw BIGINT)")
+    con.executemany("INSERT INTO raw_counts VALUES (?, ?)", raw)
+    con.execute(f"""CREATE TABLE drop_reasons AS SELECT source, category, reason, count(*) n
+        FROM {dropped} GROUP BY ALL ORDER BY ALL""")
+    con.execute(f"""CREATE TABLE accounting AS
+        WITH d AS (PIVOT (SELECT source, category, n FROM drop_reasons) ON category
+                   IN ('quarantined', 'excluded', 'duplicate', 'contaminated') USING sum(n)),
+             k AS (SELECT source, count(*) kept FROM {records} GROUP BY source)
+        SELECT r.source, r.raw, coalesce(k.kept, 0) kept,
+               coalesce(d.quarantined, 0)::BIGINT quarantined, coalesce(d.excluded, 0)::BIGINT excluded,
+               coalesce(d.duplicate, 0)::BIGINT duplicate, coalesce(d.contaminated, 0)::BIGINT contaminated,
+               c.expected, round(coalesce(k.kept, 0) / c.expected, 3) kept_vs_expected
+        FROM raw_counts r JOIN source_config c USING (source)
+        LEFT JOIN k USING (source) LEFT JOIN d USING (source) ORDER BY r.source""")
+    con.execute("""ALTER TABLE accounting ADD COLUMN balanced BOOLEAN""")
+    con.execute("""UPDATE accounting SET balanced = raw = kept + quarantined + excluded + duplicate + contaminated""")
+    off = con.execute("SELECT source FROM accounting WHERE NOT balanced").fetchall()
+    if off:
+        log.error("accounting does not add up for %s: see the accounting table", [s for s, in off])
 
 
 def _scores(con, items: list[str]) -> None:

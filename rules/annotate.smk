@@ -13,7 +13,7 @@ rule build_tokenizer:
 
 rule caption:
     input:
-        "data/std/{source}/{shard}.parquet",
+        "data/clean/{source}/{shard}.parquet",
     output:
         "data/captions/{source}/{shard}.parquet",
     log:
@@ -29,7 +29,7 @@ rule caption:
 
 rule trace:
     input:
-        "data/std/{source}/{shard}.parquet",
+        "data/clean/{source}/{shard}.parquet",
     output:
         "data/traces/{source}/{shard}.parquet",
     log:

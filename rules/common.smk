@@ -69,7 +69,7 @@ def proxy_model(wildcards):
 
 def subset_inputs(wildcards):
     return {
-        "std": all_shard_paths("std"),
+        "records": all_shard_paths("clean"),
         "captions": all_shard_paths("captions"),
         "verified": all_shard_paths("verified"),
         "passrates": all_shard_paths("passrate"),
@@ -126,8 +126,10 @@ def paper_scores(wildcards):
 
 def summary_inputs(wildcards):
     return {
-        "quarantine": [f"data/std/{s}/quarantine.parquet" for s in SOURCES],
-        "std": all_shard_paths("std"),
+        "counts": [f"data/std/{s}/counts.json" for s in SOURCES],
+        "dropped": [f"data/std/{s}/dropped.parquet" for s in SOURCES]
+        + [p.replace(".parquet", ".dropped.parquet") for p in all_shard_paths("clean")],
+        "records": all_shard_paths("clean"),
         "captions": all_shard_paths("captions"),
         "traces": all_shard_paths("traces"),
         "verified": all_shard_paths("verified"),

@@ -1,23 +1,26 @@
-rule fetch_benchmark:
+rule download_benchmark:
     output:
-        "data/raw/bench/{bench}.parquet",
+        data="data/raw/bench/{bench}.parquet",
+        manifest="data/raw/bench/{bench}.manifest.json",
+        images=directory("data/raw/bench/{bench}.images"),
     log:
-        "logs/fetch_benchmark/{bench}.log",
+        "logs/download_benchmark/{bench}.log",
     conda:
         "../envs/data.yaml"
     params:
         spec=benchmark_spec,
         seed=SEED,
     script:
-        "../scripts/fetch_benchmark.py"
+        "../scripts/download_source.py"
 
 
 rule prepare_benchmark:
     input:
-        "data/raw/bench/{bench}.parquet",
+        data="data/raw/bench/{bench}.parquet",
+        images="data/raw/bench/{bench}.images",
     output:
         bench="data/bench/{bench}.parquet",
-        quarantine="data/bench/{bench}.quarantine.parquet",
+        dropped="data/bench/{bench}.dropped.parquet",
     log:
         "logs/prepare_benchmark/{bench}.log",
     conda:

@@ -1,6 +1,6 @@
 rule pass_rate:
     input:
-        std="data/std/{source}/{shard}.parquet",
+        records="data/clean/{source}/{shard}.parquet",
         verified="data/verified/{source}/{shard}.parquet",
         model=proxy_model,
     output:

@@ -1,17 +1,19 @@
-rule fetch_source:
+rule download_source:
     output:
-        "data/raw/{source}/data.parquet",
+        data="data/raw/{source}/data.parquet",
+        manifest="data/raw/{source}/manifest.json",
+        images=directory("data/raw/{source}/images"),
     log:
-        "logs/fetch_source/{source}.log",
+        "logs/download_source/{source}.log",
     conda:
         "../envs/data.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=8000,
     params:
         spec=source_spec,
         seed=SEED,
     script:
-        "../scripts/fetch_source.py"
+        "../scripts/download_source.py"
 
 
 # One rule per source: its shard count (from config) fixes its outputs, so the whole DAG is
@@ -22,10 +24,12 @@ for _source in SOURCES:
         name:
             f"standardise_{_source}"
         input:
-            f"data/raw/{_source}/data.parquet",
+            data=f"data/raw/{_source}/data.parquet",
+            images=f"data/raw/{_source}/images",
         output:
             shards=shard_paths("std", _source),
-            quarantine=f"data/std/{_source}/quarantine.parquet",
+            dropped=f"data/std/{_source}/dropped.parquet",
+            counts=f"data/std/{_source}/counts.json",
         log:
             f"logs/standardise/{_source}.log",
         conda:
@@ -33,8 +37,47 @@ for _source in SOURCES:
         resources:
             mem_mb=8000,
         params:
-            source=_source,
-            license=SOURCES[_source]["license"],
+            spec=SOURCES[_source],
             images=config["images"],
+            exclude=config["exclude"],
         script:
             "../scripts/standardise.py"
+
+
+rule dedup:
+    input:
+        records=all_shard_paths("std"),
+        benchmarks=expand("data/bench/{bench}.parquet", bench=BENCHMARKS),
+    output:
+        drops="data/dedup/drops.parquet",
+        report="results/dedup_report.tsv",
+    log:
+        "logs/dedup.log",
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=16000,
+    params:
+        priority=list(SOURCES),
+        dedup=config["dedup"],
+    script:
+        "../scripts/dedup.py"
+
+
+rule clean:
+    input:
+        records="data/std/{source}/{shard}.parquet",
+        drops="data/dedup/drops.parquet",
+    output:
+        records="data/clean/{source}/{shard}.parquet",
+        dropped="data/clean/{source}/{shard}.dropped.parquet",
+    log:
+        "logs/clean/{source}/{shard}.log",
+    conda:
+        "../envs/vllm.yaml"
+    params:
+        clean=config["models"].get("clean"),
+        extract=config["models"].get("extract"),
+        seed=SEED,
+    script:
+        "../scripts/clean.py"

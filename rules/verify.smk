@@ -1,6 +1,6 @@
 rule verify:
     input:
-        std="data/std/{source}/{shard}.parquet",
+        records="data/clean/{source}/{shard}.parquet",
         traces="data/traces/{source}/{shard}.parquet",
         captions="data/captions/{source}/{shard}.parquet",
         tokenizer="models/tokenizer/tokenizer.json",

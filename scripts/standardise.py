@@ -1,6 +1,6 @@
 from mmfr.snake import step
-from mmfr.sources import ImagePolicy, standardise
+from mmfr.sources import Exclusions, ImagePolicy, standardise
 
 with step(snakemake) as s:
-    standardise(s.input[0], s.params.source, s.params.license, list(s.output.shards),
-                s.output.quarantine, ImagePolicy(**s.params.images))
+    standardise(s.input.data, s.params.spec, list(s.output.shards), s.output.dropped, s.output.counts,
+                ImagePolicy(**s.params.images), Exclusions.from_config(s.params.exclude), s.input.images)

@@ -1,6 +1,7 @@
 """Standardisation: canonical records, static sharding, image normalisation and the quarantine."""
 
 import io
+import json
 import struct
 import zlib
 
@@ -10,7 +11,8 @@ import pytest
 from PIL import Image
 
 from mmfr import images, schema
-from mmfr.sources import RAW, ImagePolicy, Reject, adapt_finevision, standardise, to_canonical
+from mmfr.exclusions import Exclusions
+from mmfr.sources import RAW, ImagePolicy, Reject, standardise, to_canonical, unpack
 
 
 def png(w=64, h=48, mode="RGB", color=(200, 30, 30)) -> bytes:
@@ -42,38 +44,51 @@ def flipped_png() -> bytes:
     return bytes(data)
 
 
-def row(original_id, question="How many?", answer="3", images_=None, answer_type="number"):
-    return {"original_id": original_id, "question": question, "answer": answer, "answer_type": answer_type,
-            "choices": [], "images": [png()] if images_ is None else images_, "metadata": "{}", "domain": "math"}
+def row(original_id, question="How many?", answer="3", images_=None, answer_type="number", solution=None,
+        origin=None):
+    return {"original_id": original_id, "question": question, "answer": answer, "solution": solution,
+            "answer_type": answer_type, "choices": [], "images": [png()] if images_ is None else images_,
+            "metadata": "{}", "domain": "math", "origin": origin}
 
 
+# original_id → (row, category, reason)
 BAD = {
-    "not_an_image": (row("not_an_image", images_=[b"plain text, not an image"]), "image_corrupt"),
-    "corrupt": (row("corrupt", images_=[flipped_png()]), "image_corrupt"),
-    "truncated_jpeg": (row("truncated_jpeg", images_=[jpeg(256, 256)[:300]]), "image_truncated"),
-    "huge": (row("huge", images_=[huge_header_png()]), "image_too_large"),
-    "no_answer": (row("no_answer", answer=None), "missing_answer"),
-    "empty_question": (row("empty_question", question="   "), "empty_question"),
-    "multi_image": (row("multi_image", images_=[png(), png()]), "multi_image"),
-    "no_image": (row("no_image", images_=[]), "image_missing"),
+    "not_an_image": (row("not_an_image", images_=[b"plain text, not an image"]), "quarantined", "image_corrupt"),
+    "corrupt_png": (row("corrupt_png", images_=[flipped_png()]), "quarantined", "image_corrupt"),
+    "truncated_jpeg": (row("truncated_jpeg", images_=[jpeg(256, 256)[:300]]), "quarantined", "image_truncated"),
+    "huge": (row("huge", images_=[huge_header_png()]), "quarantined", "image_too_large"),
+    "no_answer": (row("no_answer", answer=None), "quarantined", "missing_answer"),
+    "empty_question": (row("empty_question", question="   "), "quarantined", "empty_question"),
+    "mojibake": (row("mojibake", question="Combien de c\ufffd\ufffdt\ufffds ?"), "quarantined", "non_utf8"),
+    "no_image": (row("no_image", images_=[]), "quarantined", "image_missing"),
+    "multi_image": (row("multi_image", images_=[png(), png()]), "excluded", "multi_image"),
+    "clevr": (row("clevr", origin="CLEVR-Math"), "excluded", "excluded_origin"),
 }
+SPEC = {"name": "src", "license": "CC0-1.0", "adapter": "raw"}
+RECIPE = Exclusions(multi_image=True, origins=("clevr", "geo170k(align)", "pathvqa", "exams-v"))
 
 
-def test_bad_records_land_in_quarantine_with_the_right_reason(tmp_path):
+def test_bad_records_are_dropped_with_the_right_reason_and_the_accounting_adds_up(tmp_path):
     good = [row(f"good{i}", question=f"How many squares? ({i})") for i in range(20)]
+    solution_only = row("solution_only", answer=None, solution="Two plus two. So we get 4.")
     raw = tmp_path / "raw.parquet"
-    pq.write_table(pa.Table.from_pylist(good + [r for r, _ in BAD.values()], schema=RAW), raw)
+    pq.write_table(pa.Table.from_pylist(good + [solution_only] + [r for r, *_ in BAD.values()], schema=RAW), raw)
     shards = [str(tmp_path / f"{i:05d}.parquet") for i in range(3)]
-    counts = standardise(str(raw), "src", "CC0-1.0", shards, str(tmp_path / "q.parquet"), ImagePolicy(max_side=32))
-    quarantine = {r["original_id"]: r["reason"] for r in pq.read_table(tmp_path / "q.parquet").to_pylist()}
-    assert quarantine == {k: reason for k, (_, reason) in BAD.items()}
+    counts = standardise(str(raw), SPEC, shards, str(tmp_path / "dropped.parquet"), str(tmp_path / "counts.json"),
+                         ImagePolicy(max_side=32), RECIPE)
+    dropped = {r["original_id"]: (r["category"], r["reason"])
+               for r in pq.read_table(tmp_path / "dropped.parquet").to_pylist()}
+    assert dropped == {k: (category, reason) for k, (_, category, reason) in BAD.items()}
     kept = [r for s in shards for r in pq.read_table(s).to_pylist()]
-    assert len(kept) == 20
-    assert counts["raw"] == counts["kept"] + counts["quarantined"] == 28
-    # static sharding: every record sits in the shard its id hashes to; shards are sorted by id
+    assert len(kept) == 21  # the solution-only record waits for answer extraction
+    assert [r["solution"] for r in kept if r["answer"] is None] == ["Two plus two. So we get 4."]
+    dropped_n = sum(n for by_reason in counts["dropped"].values() for n in by_reason.values())
+    assert counts["raw"] == counts["kept"] + dropped_n == 31
+    assert counts["dropped"]["excluded"] == {"multi_image": 1, "excluded_origin": 1}
+    assert json.loads((tmp_path / "counts.json").read_text()) == counts
+    # static sharding: every record sits in the shard its id hashes to
     for i, s in enumerate(shards):
         ids = pq.read_table(s).column("id").to_pylist()
-        assert ids == sorted(ids)
         assert all(schema.shard_of(x, 3) == i for x in ids)
     # images: RGB, longest side capped, aspect kept, hash of the stored bytes
     img = Image.open(io.BytesIO(kept[0]["image"]["bytes"]))
@@ -88,7 +103,7 @@ def test_non_utf8_text_is_rejected():
 
 
 def test_rgba_and_palette_images_become_rgb():
-    data, w, h = images.normalise(png(mode="RGBA"), 2048)
+    data, w, h, _ = images.normalise(png(mode="RGBA"), 2048)
     assert Image.open(io.BytesIO(data)).mode == "RGB" and (w, h) == (64, 48)
     small = png()
     assert images.normalise(small, 2048)[0] == small  # already fine: bytes kept as they are
@@ -101,9 +116,38 @@ def test_ids_are_stable_and_content_based():
     assert a["id"] == b["id"] != c["id"]
 
 
-def test_finevision_rows_map_to_the_raw_layout():
-    rec = {"images": [{"bytes": png(), "path": None}], "source": "scienceqa",
-           "texts": [{"user": "Which is a mammal?\nChoices:\nA. cat\nB. fish", "assistant": "Answer: A"}]}
-    out = adapt_finevision(rec, {}, {"answer_type": "choice", "domain": "science"}, index=7)
-    assert out["question"].startswith("Which is a mammal?") and out["answer"] == "Answer: A"
-    assert out["original_id"] == "7" and len(out["images"]) == 1
+def test_perceptual_hash_survives_reencoding_but_tells_images_apart():
+    img = Image.new("RGB", (300, 200), "white")
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(img).ellipse((40, 40, 160, 160), fill="red")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    small = io.BytesIO()
+    img.resize((150, 100)).save(small, "JPEG", quality=85)
+    other = Image.new("RGB", (300, 200), "white")
+    ImageDraw.Draw(other).rectangle((150, 20, 290, 190), fill="blue")
+    buf2 = io.BytesIO()
+    other.save(buf2, "PNG")
+    a, b, c = (images.normalise(x.getvalue(), 2048).phash for x in (buf, small, buf2))
+    assert images.hamming(a, b) <= 4 < images.hamming(a, c)
+
+
+def test_unpack_joins_split_zip_parts_and_refuses_escaping_paths(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("imgs/a.png", png())
+        z.writestr("imgs/b.png", png(10, 10))
+    data = archive.read_bytes()
+    parts = [tmp_path / "images.zip.part-aa", tmp_path / "images.zip.part-ab"]
+    parts[0].write_bytes(data[:100])
+    parts[1].write_bytes(data[100:])
+    assert unpack([str(p) for p in parts], str(tmp_path / "out")) == 2
+    assert (tmp_path / "out/imgs/b.png").read_bytes() == png(10, 10)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../escape.png", png())
+    with pytest.raises(ValueError, match="escapes"):
+        unpack([str(evil)], str(tmp_path / "out2"))

@@ -29,11 +29,12 @@ def test_full_recipe_dry_run_lists_the_whole_dag_without_torch(tmp_path):
     n_shards = sum(s["shards"] for s in config["sources"])
     for source in config["sources"]:
         assert counts[f"standardise_{source['name']}"] == 1
-    assert counts["fetch_source"] == len(config["sources"])
-    for rule in ("caption", "trace", "verify", "pass_rate"):
+    assert counts["download_source"] == len(config["sources"])
+    assert counts["dedup"] == 1
+    for rule in ("clean", "caption", "trace", "verify", "pass_rate"):
         assert counts[rule] == n_shards, rule
     assert counts["evaluate"] == 3 * len(config["benchmarks"])  # base, SFT, GSPO
-    assert counts["fetch_benchmark"] == len(config["benchmarks"])
+    assert counts["download_benchmark"] == len(config["benchmarks"])
     assert counts["subset"] == 2  # mfr123k and the RL hold-out
     assert counts["sft"] == counts["gspo"] == counts["base_model"] == 1
 
@@ -59,16 +60,25 @@ def test_config_error_is_caught_before_any_job(tmp_path):
 def test_demo_end_to_end(demo_run):
     con = duckdb.connect(str(demo_run / "results/summary.duckdb"), read_only=True)
     tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
-    assert {"stage_counts", "quarantine", "verdicts", "token_stats", "pass_rates", "subsets", "scores",
-            "training", "provenance"} <= tables
-    # accounting: raw = standardised + quarantined, per source
-    for source, raw in (("synth_counting", 40), ("synth_geometry", 40), ("synth_composed", 20)):
-        std, quarantined = con.execute(
-            "SELECT coalesce(sum(n) FILTER (stage = 'standardised'), 0), "
-            "coalesce(sum(n) FILTER (stage = 'quarantined'), 0) FROM stage_counts WHERE source = ?",
-            [source]).fetchone()
-        assert std + quarantined == raw, source
-    assert con.execute("SELECT sum(n) FROM quarantine WHERE source = 'synth_counting'").fetchone()[0] > 0
+    assert {"accounting", "drop_reasons", "cleaning", "stage_counts", "verdicts", "token_stats", "pass_rates",
+            "subsets", "scores", "training", "provenance"} <= tables
+    # accounting: raw = kept + quarantined + excluded + duplicate + contaminated, per source
+    accounting = {r[0]: r[1:] for r in con.execute(
+        "SELECT source, raw, kept, quarantined + excluded + duplicate + contaminated, balanced FROM accounting"
+    ).fetchall()}
+    assert {s: a[0] for s, a in accounting.items()} == {"synth_counting": 40, "synth_geometry": 40,
+                                                         "synth_composed": 20}
+    assert all(balanced and raw == kept + dropped for raw, kept, dropped, balanced in accounting.values())
+    # the injected faults of synth_counting (a quarter of its rows) are each caught by the right step
+    reasons = {(c, r) for c, r in con.execute(
+        "SELECT category, reason FROM drop_reasons WHERE source = 'synth_counting'").fetchall()}
+    assert accounting["synth_counting"][2] > 0 and reasons <= {
+        ("quarantined", "image_truncated"), ("quarantined", "empty_question"), ("quarantined", "missing_answer"),
+        ("excluded", "multi_image"), ("excluded", "unanswerable"), ("duplicate", "exact_duplicate"),
+        ("duplicate", "near_duplicate"),
+        ("contaminated", "bench_image"), ("contaminated", "bench_question")}
+    cleaning = dict(con.execute("SELECT clean_status, sum(n) FROM cleaning GROUP BY ALL").fetchall())
+    assert set(cleaning) <= {"cleaned", "unchanged"} and cleaning["unchanged"] > 0
     # the scripted teacher makes mistakes and verification catches them
     verdicts = dict(con.execute("SELECT verdict, sum(n) FROM verdicts GROUP BY verdict").fetchall())
     assert verdicts["correct"] > 0 and verdicts.get("wrong", 0) + verdicts.get("rejected", 0) > 0
@@ -113,7 +123,7 @@ def test_changing_a_subset_threshold_reruns_only_what_depends_on_it(demo_run, tm
     assert counts == {"subset": 1, "sft": 1, "gspo": 1, "evaluate": 2, "score_table": 1, "summary": 1, "all": 1}
 
 
-DATA_STAGES = ("std", "captions", "traces", "verified", "passrate", "subsets")
+DATA_STAGES = ("std", "dedup", "clean", "captions", "traces", "verified", "passrate", "subsets")
 
 
 def digests(root: Path) -> dict[str, str]:

@@ -1,9 +1,12 @@
 """The demo teacher: writes captions and four-phase traces from a synthetic sample's scene
-program, with a seeded rate of mistakes and malformed outputs so verification has real work."""
+program, with a seeded rate of mistakes and malformed outputs so verification has real work.
+It also stands in for the text LLMs of the sources stage: a rule-based question cleaner and an
+answer extractor that reads the solution text only (it can fail, and then says NONE)."""
 
 from __future__ import annotations
 
 import random
+import re
 from typing import Iterator
 
 from mmfr.generate import Request, Response
@@ -29,6 +32,10 @@ class ScriptedBackend:
                     text = caption(req.context["metadata"])
                 elif task == "trace":
                     text = trace(req.context, random.Random(req.seed), self.mistakes)
+                elif task == "clean":
+                    text = clean(req.context["question"])
+                elif task == "extract":
+                    text = extract(req.context)
                 else:
                     raise ValueError(f"scripted backend cannot do task {task!r}")
             except Exception as e:  # a record without a scene program, say
@@ -96,3 +103,31 @@ def trace(context: dict, rng: random.Random, mistakes: dict) -> str:
     closing = "" if kind == "unclosed_think" else "\n</think>"
     tail = "" if kind == "no_answer_tag" else f"\n<answer>{answer}</answer>"
     return f"<think>\n{think}{closing}{tail}"
+
+
+_NUMBERING = re.compile(r"^\s*(?:question|problem|q)\s*\d+\s*[:.)]\s*", re.I)
+_MARKUP = re.compile(r"<\s*/?\s*(?:br|p|div|span|b|i)\s*/?\s*>|&nbsp;", re.I)
+_DIRECT = re.compile(r"(?:please\s+)?(?:answer|respond|reply)\s+(?:directly|briefly|only)[^.?!]*[.?!]?"
+                     r"|(?:output|give)\s+only\s+the\s+(?:letter|answer|number)[^.?!]*[.?!]?", re.I)
+_MISSING_CONTEXT = re.compile(r"previous (?:page|problem|question)|the passage above", re.I)
+
+
+def clean(question: str) -> str:
+    """Strip numbering and markup, turn answer-directly instructions into an invitation to reason,
+    and flag questions that point at context which is not there."""
+    if _MISSING_CONTEXT.search(question):
+        return f"STATUS: UNANSWERABLE\nQUESTION:\n{question}"
+    text = _MARKUP.sub(" ", _NUMBERING.sub("", question))
+    if _DIRECT.search(text):
+        text = _DIRECT.sub("", text).rstrip() + " Work it out step by step, then state the final answer."
+    text = re.sub(r"[ \t]+", " ", text).strip()
+    return f"STATUS: OK\nQUESTION:\n{text}"
+
+
+def extract(context: dict) -> str:
+    """The final answer of a worked solution by the same rules the verifier uses on traces."""
+    from mmfr.verify import extract_answer
+
+    answer, method = extract_answer(context["solution"] or "", context.get("answer_type") or "text",
+                                    context.get("choices") or [])
+    return f"The solution ends with its result ({method}).\nANSWER: {answer if answer else 'NONE'}"

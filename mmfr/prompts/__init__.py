@@ -25,8 +25,11 @@ def render(name: str, **fields: str) -> str:
 
 
 def question_text(question: str, choices: list[str] | None) -> str:
-    """The question as shown to a model: choices, if any, as lettered lines."""
-    if not choices:
+    """The question as shown to a model: choices, if any, as lettered lines (unless the question
+    text already lists its options, as many real sources do)."""
+    from mmfr.adapters import split_choices
+
+    if not choices or split_choices(question)[1]:
         return question
     lines = [f"{chr(ord('A') + i)}. {c}" for i, c in enumerate(choices)]
     return question + "\n" + "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Throughput of the sources stage: standardise + dedup, against a plain pyarrow read and write.
+
+Builds a synthetic source of ``--rows`` records whose images are real-sized JPEGs (a pool of
+``--pool`` distinct 768x576 pictures, each record with its own question; 1% exact copies so dedup
+has work), then times, on one core:
+
+  baseline     pyarrow: read the raw parquet in batches, write it back into ``--shards`` shards
+  standardise  mmfr.sources.standardise: adapter, checks, safe decode, RGB, cap, sha256, phash, shards
+  dedup        mmfr.dedup.dedup over the standardised shards (no benchmark)
+
+and prints rows per second per core for each, and the ratio to the baseline.
+
+    .venv/bin/python bench/standardise.py --rows 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: numpy/scipy (phash) must not fan out
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mmfr import dedup, schema, sources  # noqa: E402
+from mmfr.sources import RAW, ImagePolicy  # noqa: E402
+
+
+def picture(rng: random.Random, size=(768, 576)) -> bytes:
+    """A photo-like JPEG: a gradient, shapes and blur, so the encoded size is realistic."""
+    img = Image.linear_gradient("L").resize(size).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        r = rng.randrange(20, 160)
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x - r, y - r, x + r, y + r), fill=colour)
+    noise = Image.effect_noise(size, 40).convert("RGB")
+    img = Image.blend(img, noise, 0.25).filter(ImageFilter.GaussianBlur(1))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def make_raw(path: str, rows: int, pool: int, seed: int = 0) -> int:
+    rng = random.Random(seed)
+    pictures = [picture(rng) for _ in range(pool)]
+    writer = pq.ParquetWriter(path, RAW, compression="zstd")
+    batch, size = [], 0
+    for i in range(rows):
+        j = i - 1 if i % 100 == 99 else i  # 1% exact copies of the previous record
+        batch.append({"original_id": str(i), "question": f"How many shapes are in picture {j}? Count carefully.",
+                      "answer": str(j % 13), "solution": None, "answer_type": "number", "choices": [],
+                      "images": [pictures[j % pool]], "metadata": "{}", "domain": "math", "origin": None})
+        size += len(pictures[j % pool])
+        if len(batch) == 512:
+            writer.write_table(pa.Table.from_pylist(batch, schema=RAW))
+            batch = []
+    if batch:
+        writer.write_table(pa.Table.from_pylist(batch, schema=RAW))
+    writer.close()
+    return size
+
+
+def baseline(raw: str, shard_paths: list[str]) -> None:
+    writers = [pq.ParquetWriter(p, RAW, compression="zstd", compression_level=3) for p in shard_paths]
+    for i, batch in enumerate(pq.ParquetFile(raw).iter_batches(batch_size=256)):
+        writers[i % len(writers)].write_table(pa.Table.from_batches([batch]))
+    for w in writers:
+        w.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--pool", type=int, default=2_000, help="distinct pictures")
+    parser.add_argument("--shards", type=int, default=10)
+    parser.add_argument("--workdir", default=None, help="where to write (default: a temporary directory)")
+    args = parser.parse_args()
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        raw = os.path.join(tmp, "raw.parquet")
+        t = time.perf_counter()
+        image_bytes = make_raw(raw, args.rows, args.pool)
+        print(f"built {args.rows:,} rows ({image_bytes / args.rows / 1024:.0f} KiB of JPEG per row, "
+              f"{os.path.getsize(raw) / 2**30:.2f} GiB on disk) in {time.perf_counter() - t:.0f} s")
+
+        def shard_paths(stage: str) -> list[str]:
+            os.makedirs(os.path.join(tmp, stage), exist_ok=True)
+            return [os.path.join(tmp, stage, f"{schema.shard_name(i)}.parquet") for i in range(args.shards)]
+
+        timings = {}
+        t = time.perf_counter()
+        baseline(raw, shard_paths("baseline"))
+        timings["baseline (pyarrow read+write)"] = time.perf_counter() - t
+        t = time.perf_counter()
+        std = shard_paths("std")
+        counts = sources.standardise(raw, {"name": "bench", "adapter": "raw"}, std, os.path.join(tmp, "dropped.parquet"),
+                                     None, ImagePolicy())
+        timings["standardise"] = time.perf_counter() - t
+        t = time.perf_counter()
+        found = dedup.dedup(std, [], ["bench"], dedup.DedupConfig(), os.path.join(tmp, "drops.parquet"),
+                            os.path.join(tmp, "report.tsv"))
+        timings["dedup"] = time.perf_counter() - t
+        timings["standardise + dedup"] = timings["standardise"] + timings["dedup"]
+        print(f"standardise kept {counts['kept']:,}, dropped {counts['dropped']}; dedup found {found}")
+        base = timings["baseline (pyarrow read+write)"]
+        print(f"\n{'step':32s} {'seconds':>8s} {'rows/s/core':>12s} {'x baseline time':>16s}")
+        for name, seconds in timings.items():
+            print(f"{name:32s} {seconds:8.1f} {args.rows / seconds:12,.0f} {seconds / base:16.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,662 @@
+"""Source adapters: one record of a public dataset → rows of the RAW layout (``mmfr.sources.RAW``).
+
+A record arrives as ``datasets`` yields it with Image columns left undecoded: an image is a
+``{"bytes", "path"}`` dict, a list of them, or a plain path (JSON datasets, resolved against
+``spec["image_root"]``). Each source family has a small adapter that knows its column names and its
+quirks; where a name is not confirmed it lists candidates and the first one present wins, and a
+source's ``fields`` (canonical name → column) overrides any of them. The shared helpers do the rest:
+images to bytes, options parsed out of the question text, the short final answer of a worked
+solution, the answer type and the option letter of an answer.
+
+A record that lacks a column its adapter needs raises ``AdapterError`` (so the first record of a
+wrongly mapped source fails the job); a record with a bad value (no image file, empty question) is
+passed on for the standardiser to quarantine.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mmfr.sources import RAW
+from mmfr.verify import _normalize_text, _plain, _to_number, extract_answer
+
+RAW_KEYS = tuple(RAW.names)
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+LONG_ANSWER_WORDS = 20  # a source "answer" longer than this (or on several lines) is a worked solution
+
+
+class AdapterError(ValueError):
+    """A source's records do not have the columns its adapter needs."""
+
+
+def adapt(rec: dict, spec: dict, index: int) -> list[dict]:
+    """RAW rows of one record (several for a multi-turn FineVision row), by ``spec["adapter"]``."""
+    name = spec.get("adapter", "generic")
+    if name not in ADAPTERS:
+        raise AdapterError(f"source {spec.get('name', '?')!r}: unknown adapter {name!r} "
+                           f"(one of {', '.join(sorted(ADAPTERS))})")
+    return ADAPTERS[name](rec, spec, index)
+
+
+# --------------------------------------------------------------------------- images
+
+def image_bytes(value, image_root: str | None = None) -> bytes:
+    """The encoded bytes of one image value: a ``{"bytes", "path"}`` dict, raw bytes, a path (relative
+    paths resolve against ``image_root``) or a decoded PIL image. b"" when there is nothing to read,
+    so the standardiser quarantines the row as image_missing."""
+    if value is None:
+        return b""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        if isinstance(data, str):  # some exports keep the bytes base64-encoded
+            try:
+                return base64.b64decode(data, validate=True)
+            except ValueError:
+                return b""
+        if data:
+            return bytes(data)
+        return image_bytes(value.get("path"), image_root) if value.get("path") else b""
+    if isinstance(value, str):
+        path = Path(value)
+        if not path.is_absolute() and image_root:
+            path = Path(image_root) / path
+        try:
+            return path.read_bytes()
+        except OSError:
+            return b""
+    if hasattr(value, "save"):  # a decoded PIL image
+        buf = io.BytesIO()
+        value.save(buf, format="PNG")
+        return buf.getvalue()
+    return b""
+
+
+def _images(value, image_root: str | None) -> list[bytes]:
+    """Every image of a column value: a list keeps its length (a bad entry becomes b"")."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [image_bytes(v, image_root) for v in value]
+    return [image_bytes(value, image_root)]
+
+
+# --------------------------------------------------------------------------- options
+
+_OPTION_LINE = re.compile(r"^[ \t]*(?:\(([A-Z])\)|([A-Z])[.:：)．、])", re.M)  # "A. x", "A: x", "(A) x" lines
+_OPTION_PAREN = re.compile(r"\(([A-Z])\)")                                   # "(A) x (B) y" inline
+_OPTION_KEYWORD = re.compile(r"(?i:\b(?:options?|choices?|optoins)\b)\s*[:：]?")
+_OPTION_INLINE = re.compile(r"(?:^|(?<=[\s,;:：，；]))([A-Z])[ \t]*[.:：)]")  # "options: A.x, B.y" after a keyword
+
+
+def _option_run(text: str, markers: list[tuple[str, int, int]]) -> list[str]:
+    """Option texts of the last run of markers lettered A, B, C... (at least two), else []."""
+    runs, run = [], []
+    for m in markers:
+        if m[0] == "A":
+            run = [m]
+            runs.append(run)
+        elif run and ord(m[0]) == ord(run[-1][0]) + 1:
+            run.append(m)
+    for run in reversed(runs):
+        if len(run) < 2:
+            continue
+        texts = []
+        for i, (_, _, end) in enumerate(run):
+            newline = text.find("\n", end)
+            stop = run[i + 1][1] if i + 1 < len(run) else (newline if newline >= 0 else len(text))
+            texts.append(re.sub(r"\s+", " ", text[end:stop]).strip().rstrip(",;，；").strip())
+        if all(texts):
+            return texts
+    return []
+
+
+def split_choices(question: str) -> tuple[str, list[str]]:
+    """Options written into a question: ``(question, choices)``, the question itself unchanged.
+
+    Recognised: one option per line ("A. x", "A: x", "(A) x", "A) x"), parenthesised letters inline
+    ("(A) x (B) y"), and letters after an "Options:"/"Choices:" keyword ("Options: A.x, B.y"). Only a
+    run of at least two consecutive letters starting at A counts, so "A. Smith said..." is text.
+    """
+    if not isinstance(question, str):
+        return question, []
+    line = [(m[1] or m[2], m.start(), m.end()) for m in _OPTION_LINE.finditer(question)]
+    paren = [(m[1], m.start(), m.end()) for m in _OPTION_PAREN.finditer(question)]
+    inline = []
+    if keywords := list(_OPTION_KEYWORD.finditer(question)):
+        start = keywords[-1].end()
+        inline = [(m[1], start + m.start(), start + m.end()) for m in _OPTION_INLINE.finditer(question[start:])]
+    for markers in (line, paren, inline):
+        if choices := _option_run(question, markers):
+            return question, choices
+    return question, []
+
+
+def _as_choices(value) -> list[str]:
+    """A choices column as a list of option texts: a list, a {letter: text} dict, or either of them
+    serialised as JSON or a Python literal; "A. x" labels running A, B, C... are removed."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith(("[", "{")):
+            return []
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return []
+    if isinstance(value, dict):
+        value = [value[k] for k in sorted(value)] if all(k in LETTERS for k in value) else list(value.values())
+    if not isinstance(value, (list, tuple)):
+        return []
+    options = ["" if v is None else str(v).strip() for v in value]
+    return _unlabelled(options) or options
+
+
+_LABEL = re.compile(r"^\(?([A-Z])\)?\s*[.:：)]\s*(.*)$", re.S)
+
+
+def _unlabelled(options: list[str]) -> list[str] | None:
+    """The option texts without their labels when every option is labelled A, B, C... in order."""
+    found = [_LABEL.match(o) for o in options]
+    if options and all(found) and "".join(m[1] for m in found) == LETTERS[:len(found)]:
+        return [m[2].strip() for m in found]
+    return None
+
+
+# --------------------------------------------------------------------------- answers
+
+_CONCLUSION = re.compile(r"<CONCLUSION>(.*?)</CONCLUSION>", re.S | re.I)
+_ANSWER_PHRASE = re.compile(
+    r"(?:(?i:\b(?:final\s+|correct\s+|right\s+)?(?:answer|option|choice)\s*(?:is\s*[:：]?|[:：]))"
+    r"|(?:答案|故选|应选)\s*(?:为|是)?\s*[:：]?)\s*(?P<answer>.+?)[\s.。]*$")
+
+
+def final_answer(text) -> str | None:
+    """The short final answer a worked solution marks, else None (no guessing from a last number).
+
+    Looks for, in order: ``<answer>…</answer>`` (its ``\\boxed{}`` if it holds one), the last
+    ``\\boxed{…}``, the last LLaVA-CoT ``<CONCLUSION>…</CONCLUSION>``, and an "Answer: X" / "the
+    answer is X" / "答案：X" phrase on the last non-empty line.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return None
+    found, method = extract_answer(text, "text", [])
+    if method in ("answer_tag", "boxed"):
+        return found
+    if conclusions := _CONCLUSION.findall(text):
+        inner = conclusions[-1].strip()
+        return _answer_phrase(inner) or inner or None
+    return _answer_phrase(text.strip().splitlines()[-1])
+
+
+def _answer_phrase(line: str) -> str | None:
+    if not (m := _ANSWER_PHRASE.search(line)):
+        return None
+    answer = re.sub(r"^(?i:option|choice)\s+", "", m["answer"].strip().strip("*").strip())
+    return answer if answer and len(answer.split()) <= LONG_ANSWER_WORDS else None
+
+
+def is_long(text) -> bool:
+    """Whether a source's answer text is a worked solution rather than a short answer."""
+    return isinstance(text, str) and (len(text.split()) > LONG_ANSWER_WORDS or "\n" in text.strip())
+
+
+def answer_and_solution(answer, solution=None) -> tuple:
+    """(short answer, worked solution) from a source's answer and solution texts.
+
+    A long answer text is a solution, and its marked final answer (or None) the answer; a short
+    solution with no answer is the answer. Markers are peeled off short answers ("Answer: B" → "B",
+    "\\boxed{5}" → "5"). Numbers become text; bytes pass through untouched.
+    """
+    answer, solution = (v if v is None or isinstance(v, (str, bytes)) else str(v) for v in (answer, solution))
+    if isinstance(answer, str):
+        if not answer.strip():
+            answer = None
+        elif is_long(answer):
+            solution, answer = solution or answer, final_answer(answer)
+        else:
+            answer = final_answer(answer) or answer.strip()
+    if isinstance(solution, str) and not solution.strip():
+        solution = None
+    if answer is None and isinstance(solution, str):
+        if is_long(solution):
+            answer = final_answer(solution)
+        else:
+            answer, solution = final_answer(solution) or solution.strip(), None
+    return answer, solution
+
+
+_LETTER_ANSWER = re.compile(r"(?:(?i:option|choice|answer)\s*[:：]?\s*)?\(?([A-Z])\)?(?:\s*[.:：)]\s*(.*))?", re.S)
+
+
+def to_letter(answer, choices: list[str]) -> str | None:
+    """The option letter an answer names: a letter ("B", "(B)", "B. text", "Option B") within the
+    choices, or an option's text (exact, then normalised); None when it names none."""
+    if not isinstance(answer, str) or not answer.strip():
+        return None
+    answer = answer.strip()
+    options = [str(c).strip() for c in choices or []]
+    if answer in options:
+        return LETTERS[options.index(answer)]
+    if (m := _LETTER_ANSWER.fullmatch(answer)) and (not options or LETTERS.index(m[1]) < len(options)):
+        return m[1]
+    norm = _normalize_text(answer)
+    texts = [_normalize_text(c) for c in options]
+    if norm and norm in texts:
+        return LETTERS[texts.index(norm)]
+    return None
+
+
+_MATH_SIGN = re.compile(r"\\[A-Za-z]+|[\^_=<>≤≥≠±√π∞∠⊥∥∪∩∈∉⊂⊆]|\bsqrt\b|\bpi\b")
+_MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "lg", "exp", "arcsin", "arccos", "arctan",
+               "sqrt", "pi", "lim", "max", "min"}
+_TUPLE = re.compile(r"[(\[]\s*[-+]?[\d.]+(?:\s*,\s*[-+]?[\d.]+)+\s*[)\]]")
+
+
+def _is_number(text: str) -> bool:
+    """An integer, decimal, fraction or percentage, with at most a short unit after it."""
+    plain = _plain(text)
+    if re.search(r"[=<>≤≥]", plain) or _to_number(plain) is None:
+        return False
+    tail = re.sub(r"^\s*[-+]?[\d.,\s]*(?:/\s*[\d.]+)?\s*%?", "", plain)
+    return len(tail.split()) <= 2 and not re.search(r"(?<![\^\w{])\d", tail)
+
+
+def _is_expression(text: str) -> bool:
+    """A formula: LaTeX or math signs, or variables and functions joined by operators, or a tuple."""
+    plain = _plain(text)
+    if len(plain.split()) > 12:
+        return False
+    if _MATH_SIGN.search(plain):
+        return True
+    if any(w.lower() not in _MATH_WORDS for w in re.findall(r"[A-Za-z]{2,}", plain)):
+        return False
+    return bool(re.search(r"[A-Za-z]", plain) and re.search(r"[-+*/()]", plain)) or bool(_TUPLE.fullmatch(plain))
+
+
+def detect_answer_type(answer, choices: list[str] | None = None) -> str | None:
+    """choice, number, expression or text, from the answer (and the options, if any).
+
+    choice: a letter within the options, or an option's text (a bare letter counts when the options
+    are not given, e.g. drawn in the image); number: int, decimal, fraction, percentage, optionally
+    with a unit; expression: LaTeX or symbolic; text otherwise. With no answer (a solution-only
+    record) the type is choice when there are options, else None: it is detected after extraction.
+    """
+    if isinstance(answer, bytes):
+        answer = answer.decode("utf-8", errors="replace")
+    if answer is None or not str(answer).strip():
+        return "choice" if choices else None
+    answer = str(answer).strip()
+    if choices and to_letter(answer, choices):
+        return "choice"
+    if not choices and re.fullmatch(r"\(?[A-Z]\)?", answer):
+        return "choice"
+    if _is_number(answer):
+        return "number"
+    if _is_expression(answer):
+        return "expression"
+    return "text"
+
+
+# --------------------------------------------------------------------------- rows
+
+_IMAGE_MARKER = re.compile(r"<image>\s*|[ \t]*<image_start>\s*\[[^\]]*\]\s*<image_end>")
+
+
+def clean_question(question):
+    """The question without image placeholders (``<image>``, Zebra-CoT's ``<image_start>[…]<image_end>``)."""
+    return _IMAGE_MARKER.sub("", question).strip() if isinstance(question, str) else question
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):  # bytes (images), odd types
+        return False
+    return True
+
+
+def make_row(rec: dict, spec: dict, index: int, *, used, question, answer=None, solution=None,
+             choices: list[str] | None = None, images=(), original_id=None, origin=None, extra=None) -> dict:
+    """One RAW row. ``choices=None`` parses them from the question; the answer type is the source's
+    ``answer_type`` or detected, and a choice answer given as option text becomes its letter. The
+    record's other JSON-able, non-null columns (not in ``used``) go to ``metadata``."""
+    question = clean_question(question)
+    answer, solution = answer_and_solution(answer, solution)
+    if choices is None:
+        choices = split_choices(question)[1]
+    choices = [str(c) for c in choices]
+    kind = spec.get("answer_type") or detect_answer_type(answer, choices)
+    if kind == "choice" and isinstance(answer, str):
+        answer = to_letter(answer, choices) or answer
+    meta = {k: v for k, v in rec.items() if k not in used and v is not None and _jsonable(v)}
+    meta.update(extra or {})
+    return {
+        "original_id": str(index if original_id is None else original_id),
+        "question": question,
+        "answer": answer,
+        "solution": solution,
+        "answer_type": kind,
+        "choices": choices,
+        "images": list(images),
+        "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str),
+        "domain": spec.get("domain"),
+        "origin": None if origin in (None, "") else str(origin),
+    }
+
+
+def _missing(rec: dict, spec: dict, fields: dict[str, tuple]) -> AdapterError:
+    wanted = "; ".join(f"{k} (looked for {', '.join(map(repr, v))})" for k, v in fields.items())
+    return AdapterError(
+        f"source {spec.get('name', '?')!r}, adapter {spec.get('adapter', 'generic')!r}: the records have no "
+        f"column for {wanted}; columns found: {', '.join(sorted(map(str, rec))) or 'none'}. "
+        f"Map the columns with the source's `fields`.")
+
+
+def _pick(rec: dict, spec: dict, key: str, candidates: tuple) -> tuple[str | None, tuple]:
+    """(column, names tried): the ``fields`` override, else the first candidate holding a value, else
+    the first candidate present (null)."""
+    override = (spec.get("fields") or {}).get(key)
+    names = (override,) if override else tuple(candidates)
+    present = [n for n in names if n in rec]
+    return next((n for n in present if rec[n] is not None), present[0] if present else None), names
+
+
+def _chat(turns) -> tuple[str | None, str | None]:
+    """(first user text, the assistant reply after it) of a [{from, value}] or [{role, content}] list."""
+    question = reply = None
+    for turn in turns or []:
+        if not isinstance(turn, dict):
+            continue
+        role = str(turn.get("from") or turn.get("role") or "").lower()
+        text = turn.get("value", turn.get("content"))
+        if isinstance(text, list):  # content parts: [{"type": "text", "text": ...}, {"type": "image"}]
+            text = "\n".join(p.get("text") or "" for p in text if isinstance(p, dict) and p.get("type") == "text")
+        if role in ("human", "user") and question is None:
+            question = text
+        elif role in ("gpt", "assistant", "model") and question is not None:
+            reply = text
+            break
+    return question, reply
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Candidate column names per canonical field of a flat (one question per row) source."""
+    question: tuple = ("question",)
+    answer: tuple = ("answer",)
+    solution: tuple = ()
+    image: tuple = ("image", "images")
+    choices: tuple = ()
+    id: tuple = ("id",)
+    origin: tuple = ()
+    chat: tuple = ()  # a conversation column, read when the record has no question column
+
+
+def flat(rec: dict, spec: dict, index: int, layout: Layout) -> list[dict]:
+    """The row of a flat record: question (or a conversation), answer and/or solution, images."""
+    cols, tried = {}, {}
+    for key in ("question", "answer", "solution", "image", "choices", "id", "origin", "chat"):
+        cols[key], tried[key] = _pick(rec, spec, key, getattr(layout, key))
+    if cols["solution"] == cols["answer"]:
+        cols["solution"] = None
+    need = {}
+    if not (cols["question"] or cols["chat"]):
+        need["question"] = tried["question"] + tried["chat"]
+    if not (cols["answer"] or cols["solution"] or cols["chat"]):
+        need["answer"] = tried["answer"] + tried["solution"] + tried["chat"]
+    if not cols["image"]:
+        need["image"] = tried["image"]
+    if need:
+        raise _missing(rec, spec, need)
+    value = {k: rec[c] if c else None for k, c in cols.items()}
+    question, reply = value["question"], None
+    if isinstance(question, list):  # a chat prompt (verl layout)
+        question, reply = _chat(question)
+    elif question is None and cols["chat"]:
+        question, reply = _chat(value["chat"])
+    answer, solution = value["answer"], value["solution"]
+    if answer is None and solution is None:
+        answer = reply
+    elif solution is None:
+        solution = reply
+    choices = _as_choices(value["choices"]) or None
+    return [make_row(rec, spec, index, used=set(cols.values()), question=question, answer=answer,
+                     solution=solution, choices=choices, images=_images(value["image"], spec.get("image_root")),
+                     original_id=value["id"], origin=value["origin"])]
+
+
+# --------------------------------------------------------------------------- adapters
+
+def raw(rec: dict, spec: dict, index: int) -> list[dict]:
+    """Rows already in the RAW layout (generated sources). Missing keys become None, except the id
+    (the row index) and the domain (the source's); other keys are folded into metadata."""
+    row = {k: rec.get(k) for k in RAW_KEYS}
+    row["original_id"] = str(index if row["original_id"] is None else row["original_id"])
+    row["domain"] = row["domain"] or spec.get("domain")
+    extra = {k: v for k, v in rec.items() if k not in RAW_KEYS and v is not None and _jsonable(v)}
+    meta = row["metadata"]
+    if extra or isinstance(meta, dict):
+        meta = json.loads(meta) if isinstance(meta, str) and meta else meta or {}
+        row["metadata"] = json.dumps({**extra, **meta}, sort_keys=True, ensure_ascii=False, default=str)
+    return [row]
+
+
+def generic(rec: dict, spec: dict, index: int) -> list[dict]:
+    """Any flat source: question, answer, solution, image (or images), choices, id, origin columns,
+    renamed with the source's ``fields``."""
+    return flat(rec, spec, index, Layout(solution=("solution",), choices=("choices",)))
+
+
+def finevision(rec: dict, spec: dict, index: int) -> list[dict]:
+    """HuggingFaceM4/FineVision subsets. Confirmed (dataset card, loaders): ``images`` (list),
+    ``texts`` (list of {user, assistant} turns), ``source``, and per-turn quality ratings (kept in
+    metadata). One row per turn, ids "<row>#<turn>" when a row has several; later turns without a
+    question are dropped. The images belong to every turn. Answers range from letters and
+    "Answer: B" (ai2d_merged, tqa, scienceqa, raven) to long solutions (visualwebinstruct).
+    """
+    cols, tried = {}, {}
+    for key, names in (("texts", ("texts",)), ("image", ("images", "image")), ("id", ("id",)),
+                       ("origin", ("source",))):
+        cols[key], tried[key] = _pick(rec, spec, key, names)
+    if not (cols["texts"] and cols["image"]):
+        raise _missing(rec, spec, {k: tried[k] for k in ("texts", "image") if not cols[k]})
+    turns = [t if isinstance(t, dict) else {} for t in rec[cols["texts"]] or []] or [{}]
+    images = _images(rec[cols["image"]], spec.get("image_root"))
+    row_id = index if not cols["id"] or rec[cols["id"]] is None else rec[cols["id"]]
+    origin = rec[cols["origin"]] if cols["origin"] else None
+    rows, several = [], len(turns) > 1
+    for turn, text in enumerate(turns):
+        user = text.get("user")
+        if turn and not (user.strip() if isinstance(user, str) else user):
+            continue
+        rows.append(make_row(rec, spec, index, used=set(cols.values()), question=user,
+                             answer=text.get("assistant"), images=images, origin=origin,
+                             original_id=f"{row_id}#{turn}" if several else row_id,
+                             extra={"turn": turn} if several else None))
+    return rows
+
+
+def mmr1(rec: dict, spec: dict, index: int) -> list[dict]:
+    """MMR1/MMR1-SFT (long-CoT trajectories with a verified short answer). Nothing confirmed: the
+    question, short answer, response, image, id and upstream-source columns are taken from common
+    names, and a messages/conversations layout is read too; the source column is the origin."""
+    return flat(rec, spec, index, Layout(
+        question=("question", "problem", "prompt", "query"),
+        answer=("answer", "short_answer", "final_answer", "gt_answer", "ground_truth"),
+        solution=("response", "solution", "cot", "reasoning"),
+        image=("images", "image", "image_path", "image_paths"), id=("id", "idx", "uid", "qid"),
+        origin=("source", "data_source", "dataset", "origin"), chat=("messages", "conversations")))
+
+
+def walton_coldstart(rec: dict, spec: dict, index: int) -> list[dict]:
+    """WaltonFuture/Multimodal-Cold-Start. Confirmed by two loaders: ``problem``, ``answer`` (a
+    distilled reasoning response ending in ``\\boxed{}``: it becomes the solution, the boxed content
+    the answer), ``images`` (list)."""
+    return flat(rec, spec, index, Layout(question=("problem", "question"), image=("images", "image")))
+
+
+def virl39k(rec: dict, spec: dict, index: int) -> list[dict]:
+    """TIGER-Lab/ViRL39K. Two layouts: the mirror's ``problem``/``answer``/``images``/``qid``/``id``
+    (seen) and the release's ``question``/``answer`` (``\\boxed{}``)/``image`` (list of paths)/
+    ``qid``/``source`` (from loaders, unconfirmed). ``source`` is the origin."""
+    return flat(rec, spec, index, Layout(question=("problem", "question"), image=("images", "image"),
+                                         id=("qid", "id"), origin=("source",)))
+
+
+def euclid30k(rec: dict, spec: dict, index: int) -> list[dict]:
+    """LiamLian0727/Euclid30K (verl-style parquet). ``problem``/``answer``/``images`` are seen in a
+    script that reads Euclid30K_train.parquet; the verl layout (``prompt`` chat list,
+    ``reward_model.ground_truth``) is accepted too. Part of the questions are Chinese."""
+    reward = rec.get("reward_model")
+    if isinstance(reward, dict) and "ground_truth" not in rec:
+        rec = {**rec, "ground_truth": reward.get("ground_truth")}
+    return flat(rec, spec, index, Layout(question=("problem", "question", "prompt"),
+                                         answer=("answer", "ground_truth"), image=("images", "image")))
+
+
+def mmk12(rec: dict, spec: dict, index: int) -> list[dict]:
+    """FanqingM/MMK12. ``question``/``answer``/``image`` are remembered, not verified; the MM-EUREKA
+    K12 layout (``id``, ``question``, ``answer``, ``image_path``) is real. Some answers are worked
+    solutions."""
+    return flat(rec, spec, index, Layout(question=("question", "problem"),
+                                         image=("image", "images", "image_path")))
+
+
+def mm_openr1(rec: dict, spec: dict, index: int) -> list[dict]:
+    """lmms-lab/multimodal-open-r1-8k-verified: ``problem``, ``solution`` (final answer in
+    ``<answer>`` tags), ``image``; the names are remembered, not verified."""
+    return flat(rec, spec, index, Layout(question=("problem", "question"), solution=("solution",),
+                                         image=("image", "images")))
+
+
+def wemath(rec: dict, spec: dict, index: int) -> list[dict]:
+    """We-Math/We-Math2.0 Standard, Pro and SFT. ``question``/``answer``/``image`` are seen in one
+    loader for Standard (split "standard"); the rest is guessed: an id among id/pid/ID, a solution
+    column, and the SFT conversation layout (conversations or messages, with image paths)."""
+    return flat(rec, spec, index, Layout(
+        question=("question", "problem", "query"), solution=("solution", "analysis"),
+        image=("image", "images", "image_path"), id=("id", "pid", "ID", "idx"), chat=("conversations", "messages")))
+
+
+def bmmr(rec: dict, spec: dict, index: int) -> list[dict]:
+    """guanyu615/BMMR (bilingual zh/en). The train viewer is reported to show ``id``, a {from, value}
+    conversation list and a list of image paths (column names unconfirmed); the evaluation layout
+    (``question``, ``options``, ``answer``, ``image``, ``cot``) is accepted too."""
+    return flat(rec, spec, index, Layout(
+        solution=("cot", "solution"), choices=("options", "choices"), image=("images", "image", "image_path"),
+        id=("id", "index"), chat=("conversations", "messages", "conversation")))
+
+
+def zebra_cot(rec: dict, spec: dict, index: int) -> list[dict]:
+    """multimodal-reasoning-lab/Zebra-CoT (confirmed in a Hub commit diff and loaders): ``Question``
+    (with ``<image_start>[problem_image_1]<image_end>`` markers, removed), ``Final Answer``, ``Text
+    Reasoning Trace`` (the solution), ``problem_image_1..N`` (all inputs) and ``reasoning_image_*``
+    (part of the trace, never inputs)."""
+    cols, tried = {}, {}
+    for key, names in (("question", ("Question",)), ("answer", ("Final Answer",)),
+                       ("solution", ("Text Reasoning Trace",)), ("id", ("id",))):
+        cols[key], tried[key] = _pick(rec, spec, key, names)
+    override = (spec.get("fields") or {}).get("image")
+    image_cols = [override] if override and override in rec else sorted(
+        (k for k in rec if re.fullmatch(r"problem_image_\d+", k)), key=lambda k: int(k.rsplit("_", 1)[1]))
+    need = {k: tried[k] for k in ("question", "answer") if not cols[k]}
+    if not image_cols:
+        need["image"] = (override or "problem_image_1",)
+    if need:
+        raise _missing(rec, spec, need)
+    root = spec.get("image_root")
+    images = [image_bytes(rec[k], root) for k in image_cols if rec[k] is not None]
+    used = {*cols.values(), *image_cols, *(k for k in rec if k.startswith("reasoning_image_"))}
+    return [make_row(rec, spec, index, used=used, question=rec[cols["question"]], answer=rec[cols["answer"]],
+                     solution=rec[cols["solution"]] if cols["solution"] else None, images=images,
+                     original_id=rec[cols["id"]] if cols["id"] else None)]
+
+
+_GAME = re.compile(r"^(.*?)(?:[-_](?:train|test|val))?[-_]\d")
+
+
+def gameqa(rec: dict, spec: dict, index: int) -> list[dict]:
+    """Gabriel166/GameQA-140K (Code2Logic schema, seen in the generator's example data): ``data_id``,
+    ``question``, ``answer`` (int or str), ``analysis`` (the solution), ``image`` (a path relative to
+    the unpacked image archive), ``options`` (or ``Options`` in tetris; absent for open questions),
+    and qa_type/plot_level/qa_level/state/... kept in metadata. Options labelled "A.x" are the
+    choices; unlabelled options are numbered in the question ("1: I") and the answer is the option
+    number, kept as a number. The origin is the game, from the data_id prefix."""
+    cols, tried = {}, {}
+    for key, names in (("question", ("question",)), ("answer", ("answer",)), ("image", ("image", "images")),
+                       ("solution", ("analysis",)), ("id", ("data_id", "id")), ("choices", ("options", "Options")),
+                       ("origin", ("game", "source"))):
+        cols[key], tried[key] = _pick(rec, spec, key, names)
+    if need := {k: tried[k] for k in ("question", "answer", "image") if not cols[k]}:
+        raise _missing(rec, spec, need)
+    options = [str(o) for o in rec[cols["choices"]]] if cols["choices"] and rec[cols["choices"]] else []
+    choices = _unlabelled(options) if options else None
+    if options and choices is None:
+        choices = []  # numbered options: the answer is the option's number
+    data_id = rec[cols["id"]] if cols["id"] else None
+    game = _GAME.match(str(data_id)) if data_id is not None else None
+    origin = (rec[cols["origin"]] if cols["origin"] else None) or (game[1] if game else None)
+    used = {cols["question"], cols["answer"], cols["image"], cols["solution"], cols["id"], cols["origin"]}
+    if choices:
+        used.add(cols["choices"])
+    return [make_row(rec, spec, index, used=used, question=rec[cols["question"]], answer=rec[cols["answer"]],
+                     solution=rec[cols["solution"]] if cols["solution"] else None, choices=choices,
+                     images=_images(rec[cols["image"]], spec.get("image_root")), original_id=data_id,
+                     origin=origin)]
+
+
+def puzzlevqa(rec: dict, spec: dict, index: int) -> list[dict]:
+    """declare-lab/PuzzleVQA. The authors' JSON (seen) has ``image`` (path), ``question``, ``options``
+    (numbers or words, not in the question), ``answer`` (the option's text: mapped to its letter),
+    ``caption``, ``explanation`` (the solution) and ``deduction``; the Hub parquet is assumed to keep
+    these names with an Image column."""
+    return flat(rec, spec, index, Layout(solution=("explanation",), choices=("options", "choices")))
+
+
+def visualsphinx(rec: dict, spec: dict, index: int) -> list[dict]:
+    """VisualSphinx/VisualSphinx-V1-RL-20K. Seen in a pinned loader: ``problem`` (with ``<image>``),
+    ``choice`` (a JSON object letter → option), ``answer`` (the letter), ``id``, ``explanation`` (the
+    solution), readability/reasonableness/has_duplicate; the image column name (``images``) is a guess."""
+    return flat(rec, spec, index, Layout(question=("problem", "question"), solution=("explanation",),
+                                         choices=("choice", "choices", "options"), image=("images", "image")))
+
+
+def llava_cot(rec: dict, spec: dict, index: int) -> list[dict]:
+    """Xkev/LLaVA-CoT-100k (train.jsonl): ``id``, ``image`` (relative path), ``conversations``
+    [{from: human|gpt, value}] (reported by loaders, unconfirmed). The question is the first human turn
+    without ``<image>``; the gpt turn, staged <SUMMARY>/<CAPTION>/<REASONING>/<CONCLUSION>, is the
+    solution and its CONCLUSION the answer. SRPO's flattened copy (``query``, ``image``, ``answer``,
+    ``content``; seen) is read too."""
+    return flat(rec, spec, index, Layout(question=("query",), solution=("content",), image=("image", "images"),
+                                         chat=("conversations",)))
+
+
+ADAPTERS: dict[str, Callable[[dict, dict, int], list[dict]]] = {
+    "raw": raw,
+    "generic": generic,
+    "finevision": finevision,
+    "mmr1": mmr1,
+    "walton_coldstart": walton_coldstart,
+    "virl39k": virl39k,
+    "euclid30k": euclid30k,
+    "mmk12": mmk12,
+    "mm_openr1": mm_openr1,
+    "wemath": wemath,
+    "bmmr": bmmr,
+    "zebra_cot": zebra_cot,
+    "gameqa": gameqa,
+    "puzzlevqa": puzzlevqa,
+    "visualsphinx": visualsphinx,
+    "llava_cot": llava_cot,
+}

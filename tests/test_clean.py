@@ -1,0 +1,82 @@
+"""The clean step: dedup drops applied, questions cleaned or flagged, answers extracted, all cached."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmfr import schema
+from mmfr.clean import CLEAN, clean_shard, parse_cleaned, parse_extracted
+from mmfr.sources import ImagePolicy, to_canonical
+from test_sources import row
+
+SCRIPTED = {"backend": "scripted", "model": "mmfr-scripted", "revision": "v1"}
+DROPS = pa.schema([("source", pa.string()), ("id", pa.string()), ("original_id", pa.string()),
+                   ("category", pa.string()), ("reason", pa.string()), ("matched_source", pa.string()),
+                   ("matched_id", pa.string()), ("distance", pa.int32()), ("question", pa.string())])
+
+
+def test_parsers_are_strict():
+    assert parse_cleaned("STATUS: OK\nQUESTION:\nHow many?") == ("OK", "How many?")
+    assert parse_cleaned("STATUS: UNANSWERABLE\nQUESTION:\n") == ("UNANSWERABLE", "")
+    assert parse_cleaned("Sure! Here is the question: How many?") is None
+    assert parse_cleaned("STATUS: OK\nQUESTION:\n   ") is None
+    assert parse_extracted("The solution says 7.\nANSWER: 7") == "7"
+    assert parse_extracted("ANSWER: $\\frac{1}{2}$") == "\\frac{1}{2}"
+    assert parse_extracted("ANSWER: NONE") is None and parse_extracted("no answer line") is None
+
+
+def write_shard(path, rows):
+    recs = [to_canonical(r, "src", "CC0-1.0", ImagePolicy()) for r in rows]
+    schema.write_table(pa.Table.from_pylist(recs, schema=schema.RECORD), str(path))
+    return recs
+
+
+def test_clean_shard(tmp_path):
+    recs = write_shard(tmp_path / "std.parquet", [
+        row("plain", question="How many red circles are there?"),
+        row("noisy", question="Question 4: How many squares?<br> Answer directly with a single number."),
+        row("unanswerable", question="Using the table on the previous page, what is the total?"),
+        row("solution", question="What is 3 + 4?", answer=None, solution="Three and four. So we get 7."),
+        row("hopeless", question="Which colour?", answer=None, solution="It is the colour of the sky.",
+            answer_type="text"),
+        row("leaked", question="How many triangles are in the figure shown?"),
+    ])
+    leaked = next(r for r in recs if r["original_id"] == "leaked")
+    drops = tmp_path / "drops.parquet"
+    pq.write_table(pa.Table.from_pylist([{"source": "src", "id": leaked["id"], "original_id": "leaked",
+                                          "category": "contaminated", "reason": "bench_question",
+                                          "matched_source": "mathvista", "matched_id": "17", "distance": None,
+                                          "question": leaked["question"]}], schema=DROPS), drops)
+    journal = str(tmp_path / "journal.jsonl")
+    counts = clean_shard(str(tmp_path / "std.parquet"), str(drops), str(tmp_path / "out.parquet"),
+                         str(tmp_path / "dropped.parquet"), SCRIPTED, SCRIPTED, 0, journal)
+    out = {r["original_id"]: r for r in pq.read_table(tmp_path / "out.parquet").to_pylist()}
+    assert pq.read_schema(tmp_path / "out.parquet").names == CLEAN.names
+    assert set(out) == {"plain", "noisy", "solution"}
+    assert out["noisy"]["question"] == "How many squares? Work it out step by step, then state the final answer."
+    assert out["noisy"]["original_question"].startswith("Question 4:")
+    assert out["noisy"]["clean_status"] == "cleaned" and out["plain"]["clean_status"] == "unchanged"
+    assert (out["solution"]["answer"], out["solution"]["answer_from"]) == ("7", "llm")
+    assert out["plain"]["answer_from"] == "source"
+    dropped = {r["original_id"]: (r["category"], r["reason"]) for r in pq.read_table(tmp_path / "dropped.parquet").to_pylist()}
+    assert dropped == {"unanswerable": ("excluded", "unanswerable"), "hopeless": ("quarantined", "missing_answer"),
+                       "leaked": ("contaminated", "bench_question")}
+    assert counts["kept"] == 3 and counts["dropped"]["contaminated"] == {"bench_question": 1}
+    # every response is journaled per sample: a rerun generates nothing and writes the same bytes
+    lines = [json.loads(x) for x in open(tmp_path / "journal.clean.jsonl")]
+    assert len(lines) == 5  # the leaked record never reached the cleaner
+    first = (tmp_path / "out.parquet").read_bytes()
+    clean_shard(str(tmp_path / "std.parquet"), str(drops), str(tmp_path / "out.parquet"),
+                str(tmp_path / "dropped.parquet"), SCRIPTED, SCRIPTED, 0, journal)
+    assert len(open(tmp_path / "journal.clean.jsonl").readlines()) == 5
+    assert (tmp_path / "out.parquet").read_bytes() == first
+
+
+def test_without_models_questions_stay_and_answerless_items_are_quarantined(tmp_path):
+    write_shard(tmp_path / "std.parquet", [row("a"), row("b", answer=None, solution="So we get 2.")])
+    pq.write_table(pa.Table.from_pylist([], schema=DROPS), tmp_path / "drops.parquet")
+    counts = clean_shard(str(tmp_path / "std.parquet"), str(tmp_path / "drops.parquet"), str(tmp_path / "o.parquet"),
+                         str(tmp_path / "d.parquet"), None, None, 0)
+    assert counts["kept"] == 1 and counts["clean_status"] == {"skipped": 1}
+    assert counts["dropped"] == {"quarantined": {"missing_answer": 1}}
