@@ -34,8 +34,8 @@ from mmfr import dedup, schema, sources  # noqa: E402
 from mmfr.sources import RAW, ImagePolicy  # noqa: E402
 
 
-def picture(rng: random.Random, size=(768, 576)) -> bytes:
-    """A photo-like JPEG: a gradient, shapes and blur, so the encoded size is realistic."""
+def picture(rng: random.Random, size=(768, 576)) -> Image.Image:
+    """A photo-like picture: a gradient, shapes, noise and blur, so the encoded size is realistic."""
     img = Image.linear_gradient("L").resize(size).convert("RGB")
     draw = ImageDraw.Draw(img)
     for _ in range(12):
@@ -44,7 +44,14 @@ def picture(rng: random.Random, size=(768, 576)) -> bytes:
         colour = tuple(rng.randrange(256) for _ in range(3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x - r, y - r, x + r, y + r), fill=colour)
     noise = Image.effect_noise(size, 40).convert("RGB")
-    img = Image.blend(img, noise, 0.25).filter(ImageFilter.GaussianBlur(1))
+    return Image.blend(img, noise, 0.25).filter(ImageFilter.GaussianBlur(1))
+
+
+def unique_jpeg(base: Image.Image, i: int) -> bytes:
+    """Every row gets its own image (a stamped copy of a base picture): real sources do not repeat
+    one image, and parquet would dictionary-encode repeats into nothing."""
+    img = base.copy()
+    ImageDraw.Draw(img).text((10 + i % 500, 10 + i % 400), f"#{i}", fill=(255, 255, 0))
     out = io.BytesIO()
     img.save(out, "JPEG", quality=90)
     return out.getvalue()
@@ -54,13 +61,15 @@ def make_raw(path: str, rows: int, pool: int, seed: int = 0) -> int:
     rng = random.Random(seed)
     pictures = [picture(rng) for _ in range(pool)]
     writer = pq.ParquetWriter(path, RAW, compression="zstd")
-    batch, size = [], 0
+    batch, size, image = [], 0, b""
     for i in range(rows):
-        j = i - 1 if i % 100 == 99 else i  # 1% exact copies of the previous record
+        copy = i % 100 == 99  # 1% exact copies of the previous record
+        j = i - 1 if copy else i
+        image = image if copy else unique_jpeg(pictures[i % pool], i)
         batch.append({"original_id": str(i), "question": f"How many shapes are in picture {j}? Count carefully.",
                       "answer": str(j % 13), "solution": None, "answer_type": "number", "choices": [],
-                      "images": [pictures[j % pool]], "metadata": "{}", "domain": "math", "origin": None})
-        size += len(pictures[j % pool])
+                      "images": [image], "metadata": "{}", "domain": "math", "origin": None})
+        size += len(image)
         if len(batch) == 512:
             writer.write_table(pa.Table.from_pylist(batch, schema=RAW))
             batch = []

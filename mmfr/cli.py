@@ -25,9 +25,10 @@ def show(path: str) -> None:
             print("  ".join(_fmt(v).ljust(w) for v, w in zip(r, widths)))
 
     table("Samples per stage", "PIVOT stage_counts ON stage USING sum(n) GROUP BY source ORDER BY source")
-    table("Sources: raw = kept + quarantined + excluded + duplicate + contaminated, beside the paper's count",
-          "SELECT source, raw, kept, quarantined, excluded, duplicate, contaminated, balanced, expected, "
-          "kept_vs_expected FROM accounting ORDER BY source")
+    table("Sources: raw = kept + quarantined + excluded + duplicate + contaminated, beside the paper's counts "
+          "(paper_raw: items it started from; expected: in its 1.8M)",
+          "SELECT source, raw, kept, quarantined, excluded, duplicate, contaminated, balanced, paper_raw, expected "
+          "FROM accounting ORDER BY source")
     table("Dropped, by reason", "SELECT category, reason, sum(n) n FROM drop_reasons GROUP BY ALL ORDER BY category, n DESC")
     table("Cleaning", "SELECT clean_status, answer_from, sum(n) n FROM cleaning GROUP BY ALL ORDER BY n DESC")
     table("Verdicts", "SELECT verdict, decided_by, sum(n) n FROM verdicts GROUP BY ALL ORDER BY n DESC")

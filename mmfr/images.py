@@ -72,8 +72,12 @@ def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Norma
 
 
 def perceptual_hash(img: Image.Image) -> str:
-    """DCT perceptual hash (``imagehash.phash``) as 16 hex chars."""
-    return str(imagehash.phash(img))
+    """DCT perceptual hash (``imagehash.phash``) as 16 hex chars. The image is first box-reduced
+    to about 128 px on its short side: the hash looks at a 32x32 thumbnail anyway, and resampling
+    a full-size picture straight down to it was two thirds of standardise's time."""
+    grey = img.convert("L")
+    factor = min(grey.size) // 128
+    return str(imagehash.phash(grey.reduce(factor) if factor > 1 else grey))
 
 
 def hamming(a: str, b: str) -> int:

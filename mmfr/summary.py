@@ -24,10 +24,10 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
     con = duckdb.connect(out)
     con.execute("SET threads TO 1")
     con.execute("CREATE TABLE source_config (source VARCHAR, kind VARCHAR, domain VARCHAR, license VARCHAR, "
-                "hf_id VARCHAR, revision VARCHAR, shards INTEGER, expected BIGINT)")
-    con.executemany("INSERT INTO source_config VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "hf_id VARCHAR, revision VARCHAR, shards INTEGER, paper_raw BIGINT, expected BIGINT)")
+    con.executemany("INSERT INTO source_config VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(s["name"], s["kind"], s["domain"], s.get("license"), s.get("hf_id"), s.get("revision"),
-                      s.get("shards", 1), s.get("expected")) for s in sources])
+                      s.get("shards", 1), s.get("paper_raw"), s.get("expected")) for s in sources])
     dropped, rec, cap, tr, ver, pr = (_parquet(inputs[k]) for k in
                                       ("dropped", "records", "captions", "traces", "verified", "passrates"))
     _accounting(con, inputs["counts"], dropped, rec)
@@ -101,7 +101,7 @@ def _accounting(con, counts_paths: list[str], dropped: str, records: str) -> Non
         SELECT r.source, r.raw, coalesce(k.kept, 0) kept,
                coalesce(d.quarantined, 0)::BIGINT quarantined, coalesce(d.excluded, 0)::BIGINT excluded,
                coalesce(d.duplicate, 0)::BIGINT duplicate, coalesce(d.contaminated, 0)::BIGINT contaminated,
-               c.expected, round(coalesce(k.kept, 0) / c.expected, 3) kept_vs_expected
+               c.paper_raw, c.expected
         FROM raw_counts r JOIN source_config c USING (source)
         LEFT JOIN k USING (source) LEFT JOIN d USING (source) ORDER BY r.source""")
     con.execute("""ALTER TABLE accounting ADD COLUMN balanced BOOLEAN""")

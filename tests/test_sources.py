@@ -1,6 +1,7 @@
 """Standardisation: canonical records, static sharding, image normalisation and the quarantine."""
 
 import io
+import os
 import json
 import struct
 import zlib
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mmfr import images, schema
+from mmfr import images, schema, sources
 from mmfr.exclusions import Exclusions
 from mmfr.sources import RAW, ImagePolicy, Reject, standardise, to_canonical, unpack
 
@@ -151,3 +152,76 @@ def test_unpack_joins_split_zip_parts_and_refuses_escaping_paths(tmp_path):
         z.writestr("../escape.png", png())
     with pytest.raises(ValueError, match="escapes"):
         unpack([str(evil)], str(tmp_path / "out2"))
+
+
+# ---------------------------------------------------------------- download from a local mirror
+def finevision_mirror(root):
+    """A local copy of a FineVision-style dataset repo: parquet with Image lists and chat turns."""
+    import datasets
+
+    features = datasets.Features({
+        "images": datasets.List(datasets.Image()),
+        "texts": datasets.List({"user": datasets.Value("string"), "assistant": datasets.Value("string")}),
+        "source": datasets.Value("string"),
+    })
+    ds = datasets.Dataset.from_dict({
+        "images": [[{"bytes": png(40, 30), "path": None}], [{"bytes": png(50, 30), "path": None}],
+                   [{"bytes": png(), "path": None}, {"bytes": png(20, 20), "path": None}],
+                   [{"bytes": png(30, 30), "path": None}]],
+        "texts": [[{"user": "<image>How many circles?", "assistant": "3"}],
+                  [{"user": "Which is larger?\nChoices:\nA. left\nB. right", "assistant": "Answer: B"},
+                   {"user": "What colour is the left one?", "assistant": "red"}],
+                  [{"user": "Compare the two panels.", "assistant": "A"}],
+                  [{"user": "How many cubes?", "assistant": "5"}]],
+        "source": ["geo", "tqa", "raven", "CLEVR-math"],
+    }, features=features)
+    (root / "data").mkdir(parents=True)
+    ds.to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    return root
+
+
+def test_download_and_standardise_a_local_mirror(tmp_path):
+    mirror = finevision_mirror(tmp_path / "mirror")
+    spec = {"name": "fv", "kind": "hf", "adapter": "finevision", "hf_id": str(mirror), "split": "train",
+            "revision": None, "license": "x", "domain": "science"}
+    raw, manifest, images_dir = (str(tmp_path / n) for n in ("raw.parquet", "manifest.json", "images"))
+    assert sources.download(spec, raw, manifest, images_dir, seed=0) == 4
+    m = json.loads(open(manifest).read())
+    assert m["rows"] == 4 and m["hf_id"] == str(mirror) and m["fingerprint"]
+    # saved verbatim: the dataset's own columns, images as undecoded bytes
+    assert pq.read_schema(raw).names == ["images", "texts", "source"]
+    shards = [str(tmp_path / "00000.parquet")]
+    counts = standardise(raw, spec, shards, str(tmp_path / "dropped.parquet"), None, ImagePolicy(), RECIPE)
+    kept = pq.read_table(shards[0]).to_pylist()
+    assert sorted(r["original_id"] for r in kept) == ["0", "1#0", "1#1"]  # the two-turn row gives two items
+    assert {r["question"] for r in kept} >= {"How many circles?", "What colour is the left one?"}
+    dropped = {r["original_id"]: r["reason"] for r in pq.read_table(tmp_path / "dropped.parquet").to_pylist()}
+    assert dropped == {"2": "multi_image", "3": "excluded_origin"}
+    assert counts["raw"] == 5 and counts["kept"] == 3
+
+
+def test_download_unpacks_image_archives_for_path_records(tmp_path):
+    import zipfile
+
+    mirror = tmp_path / "gameqa"
+    mirror.mkdir()
+    records = [{"data_id": "maze-00001", "qa_type": "State Prediction", "question_id": 1, "image": "images/m1.png",
+                "state": "states/m1.json", "plot_level": "Easy", "qa_level": "Easy",
+                "question": "How many steps does the shortest path take?", "answer": 4,
+                "analysis": "Count the moves: 4."},
+               {"data_id": "maze-00002", "qa_type": "State Prediction", "question_id": 1, "image": "images/gone.png",
+                "state": "states/m2.json", "plot_level": "Easy", "qa_level": "Easy",
+                "question": "How many walls touch the exit?", "answer": 2, "analysis": "Two walls."}]
+    (mirror / "games_data.json").write_text(json.dumps(records))
+    with zipfile.ZipFile(mirror / "games_images.zip", "w") as z:
+        z.writestr("images/m1.png", png(60, 40))
+    spec = {"name": "gameqa", "kind": "hf", "adapter": "gameqa", "hf_id": str(mirror), "data_files": "games_data.json",
+            "image_archives": ["games_images.zip"], "split": "train", "license": "x", "domain": "puzzle"}
+    raw, images_dir = str(tmp_path / "raw.parquet"), str(tmp_path / "images")
+    sources.download(spec, raw, str(tmp_path / "manifest.json"), images_dir, seed=0)
+    assert os.path.exists(os.path.join(images_dir, "images/m1.png"))
+    counts = standardise(raw, spec, [str(tmp_path / "s.parquet")], str(tmp_path / "d.parquet"), None, ImagePolicy(),
+                         images_dir=images_dir)
+    kept = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert [(r["original_id"], r["answer"]) for r in kept] == [("maze-00001", "4")]
+    assert counts["dropped"] == {"quarantined": {"image_missing": 1}}
