@@ -42,7 +42,7 @@ def _run(records, task, text_of, n, model, seed, journal_path, prompt_name):
     reqs = _requests(records, task, text_of, n, seed)
     sampling = model.get("sampling", {})
     keys = [request_key(model, sampling, r, prompt_version) for r in reqs]
-    responses = generate(make_backend(model), reqs, keys, journal_path)
+    responses = generate(lambda: make_backend(model), reqs, keys, journal_path)
     return reqs, [responses[k] for k in keys]
 
 

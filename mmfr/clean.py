@@ -58,7 +58,7 @@ def _ask(records: list[dict], task: str, render, model: dict, seed: int, journal
     _, version = prompts.load(task)
     reqs = [_text_request(r, task, render(r), seed, **{k: f(r) for k, f in context_of.items()}) for r in records]
     keys = [request_key(model, model.get("sampling", {}), q, version) for q in reqs]
-    responses = generate(make_backend(model), reqs, keys, journal)
+    responses = generate(lambda: make_backend(model), reqs, keys, journal)
     return [responses[k] for k in keys]
 
 

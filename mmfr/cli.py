@@ -60,9 +60,17 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("show", help="print the summary of a build")
     p.add_argument("summary", nargs="?", default="results/summary.duckdb")
+    p = sub.add_parser("plan", help="requests, tokens and GPU hours per generation stage, from the config")
+    p.add_argument("--configfile", nargs="+", default=["config.yaml"], help="config.yaml, then overlays")
+    p.add_argument("--tokens-per-second", type=float, default=2500.0, help="output tokens/s of one engine")
+    p.add_argument("--load-minutes", type=float, default=10.0, help="minutes to load a model, per job")
     args = parser.parse_args(argv)
     if args.command == "show":
         show(args.summary)
+    elif args.command == "plan":
+        from mmfr.plan import load_config, render, stages
+
+        print(render(stages(load_config(args.configfile)), args.tokens_per_second, args.load_minutes))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def ask(records: list[dict], model: dict, n: int, seed: int, stage: str, journal
     model = resolve_model(model)
     reqs = student_requests(records, n, seed, stage)
     keys = [request_key(model, model.get("sampling", {}), r, version) for r in reqs]
-    responses = generate(make_backend(model), reqs, keys, journal)
+    responses = generate(lambda: make_backend(model), reqs, keys, journal)
     return reqs, [responses[k] for k in keys]
 
 

@@ -41,9 +41,17 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
         ORDER BY stage, source""")
     con.execute(f"""CREATE TABLE cleaning AS SELECT source, clean_status, answer_from, answer_type, count(*) n
         FROM {rec} GROUP BY ALL ORDER BY ALL""")
+    # every model call by outcome: stop, length (hit max tokens), empty, error; none counts as an answer
+    ev = _parquet(inputs["eval_items"]) if inputs["eval_items"] else None
     con.execute(f"""CREATE TABLE generation_outcomes AS
         SELECT 'caption' kind, source, finish_reason, count(*) n FROM {cap} GROUP BY ALL
-        UNION ALL SELECT 'trace', source, finish_reason, count(*) FROM {tr} GROUP BY ALL ORDER BY ALL""")
+        UNION ALL SELECT 'trace', source, finish_reason, count(*) FROM {tr} GROUP BY ALL
+        UNION ALL SELECT 'clean', source, CASE WHEN clean_status IN ('cleaned', 'unchanged') THEN 'stop'
+               ELSE replace(clean_status, 'failed:', '') END, count(*) FROM {rec} GROUP BY ALL
+        UNION ALL SELECT 'pass_rate', source, unnest(['stop', 'length', 'error']),
+               unnest([sum(k - n_truncated - n_error), sum(n_truncated), sum(n_error)]) FROM {pr} GROUP BY source
+        {f"UNION ALL SELECT 'evaluate', benchmark, finish_reason, count(*) FROM {ev} GROUP BY ALL" if ev else ""}
+        ORDER BY ALL""")
     con.execute(f"""CREATE TABLE verdicts AS SELECT source, verdict, decided_by, count(*) n
         FROM {ver} GROUP BY ALL ORDER BY ALL""")
     con.execute(f"""CREATE TABLE token_stats AS

@@ -95,3 +95,41 @@ def test_failed_requests_are_not_journaled_and_are_retried(tmp_path):
     retry = CountingBackend()
     out = generate(retry, reqs, keys, journal)
     assert retry.calls == [keys[0]] and out[keys[0]].finish_reason == "stop"
+
+
+def test_resharding_regenerates_nothing(tmp_path):
+    """Responses are found in the other journals of the same stage and source, by index."""
+    reqs = [req(i) for i in range(15)]
+    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    old = [str(tmp_path / "traces/src" / f"0000{i}.parquet.jsonl") for i in range(2)]
+    generate(CountingBackend(), reqs[0:6], keys[0:6], old[0])
+    generate(CountingBackend(), reqs[6:10], keys[6:10], old[1])
+    # now three shards instead of two: the first new shard takes requests 0-4 and 10-14
+    backend = CountingBackend()
+    new = str(tmp_path / "traces/src/00000-of-3.parquet.jsonl")
+    out = generate(backend, reqs[0:5] + reqs[10:15], keys[0:5] + keys[10:15], new)
+    assert sorted(backend.calls) == sorted(keys[10:15])
+    assert [out[k].text for k in keys[0:5]] == [f"answer s{i}" for i in range(5)]
+    assert set(Journal(new).load()) == set(keys[0:5] + keys[10:15])  # complete on its own
+    # all found elsewhere: the backend factory is never called (no model load)
+    called = []
+    again = str(tmp_path / "traces/src/00001-of-3.parquet.jsonl")
+    generate(lambda: called.append(1) or CountingBackend(), reqs[5:10], keys[5:10], again)
+    assert called == []
+
+
+def test_index_lookup_reads_by_offset_and_skips_torn_lines(tmp_path):
+    journal = Journal(str(tmp_path / "j.jsonl"))
+    responses = [Response(f"k{i}", f"s{i}", 0, f"text ünïcode {i}", "stop", 3) for i in range(5)]
+    with journal.writer() as write:
+        for r in responses[:3]:
+            write(r)
+    with open(journal.path, "ab") as f:
+        f.write(b'{"key": "k3", "torn')
+    with journal.writer() as write:
+        for r in responses[3:]:
+            write(r)
+    found = journal.lookup({"k1", "k3", "k4", "missing"})
+    assert {k: r.text for k, r in found.items()} == {"k1": "text ünïcode 1", "k3": "text ünïcode 3",
+                                                      "k4": "text ünïcode 4"}
+    assert set(journal.load()) == {f"k{i}" for i in range(5)}

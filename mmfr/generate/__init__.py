@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,14 @@ class Backend(Protocol):
 
 
 class Journal:
-    """Append-only JSONL of finished responses. A torn last line (killed mid-write) is ignored."""
+    """Append-only JSONL of finished responses, one per shard job, with an index beside it
+    (``<journal>.idx``: key, byte offset, length per line) so that other jobs of the same stage can
+    fetch a response without reading the whole journal. A torn last line (killed mid-write) is
+    ignored, and closed off before the next append."""
 
     def __init__(self, path: str):
         self.path = path
+        self.index_path = path + ".idx"
 
     def load(self) -> dict[str, Response]:
         done: dict[str, Response] = {}
@@ -88,12 +92,27 @@ class Journal:
             return done
         with open(self.path, encoding="utf-8") as f:
             for line in f:
-                try:
-                    r = Response(**json.loads(line))
-                except (json.JSONDecodeError, TypeError):
-                    continue
-                done[r.key] = r
+                if (r := _parse(line)) is not None:
+                    done[r.key] = r
         return done
+
+    def lookup(self, keys: set[str]) -> dict[str, Response]:
+        """The responses for ``keys`` this journal holds, read by offset through its index (or by
+        a full scan for a journal written before indexes existed)."""
+        if not keys or not os.path.exists(self.path):
+            return {}
+        if not os.path.exists(self.index_path):
+            return {k: r for k, r in self.load().items() if k in keys}
+        found: dict[str, Response] = {}
+        with open(self.index_path, encoding="ascii", errors="replace") as idx, open(self.path, "rb") as f:
+            for line in idx:
+                parts = line.split()
+                if len(parts) != 3 or parts[0] not in keys or parts[0] in found:
+                    continue
+                f.seek(int(parts[1]))
+                if (r := _parse(f.read(int(parts[2])).decode("utf-8", errors="replace"))) is not None and r.key == parts[0]:
+                    found[r.key] = r
+        return found
 
     @contextlib.contextmanager
     def writer(self):
@@ -102,13 +121,17 @@ class Journal:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with open(self.path, "a+b") as f:
             torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open(self.path, "ab") as f, open(self.index_path, "a", encoding="ascii") as idx:
             if torn:
-                f.write("\n")
+                f.write(b"\n")
 
             def write(response: Response) -> None:
-                f.write(response.to_json() + "\n")
+                line = (response.to_json() + "\n").encode("utf-8")
+                offset = f.tell()
+                f.write(line)
                 f.flush()
+                idx.write(f"{response.key} {offset} {len(line)}\n")
+                idx.flush()
 
             try:
                 yield write
@@ -117,29 +140,65 @@ class Journal:
                 os.fsync(f.fileno())
 
 
-def generate(backend: Backend, requests: list[Request], keys: list[str],
+def _parse(line: str) -> Response | None:
+    try:
+        return Response(**json.loads(line))
+    except (json.JSONDecodeError, TypeError):
+        return None
+
+
+def siblings(journal_path: str) -> list[Journal]:
+    """The other journals of the same stage and source: where a response lives after resharding."""
+    folder = os.path.dirname(journal_path) or "."
+    if not os.path.isdir(folder):
+        return []
+    return [Journal(os.path.join(folder, name)) for name in sorted(os.listdir(folder))
+            if name.endswith(".jsonl") and os.path.join(folder, name) != journal_path]
+
+
+def generate(backend: Backend | Callable[[], Backend], requests: list[Request], keys: list[str],
              journal_path: str | None = None) -> dict[str, Response]:
-    """Run every request not yet journaled; return responses for all keys."""
+    """Run every request not yet finished; return responses for all keys.
+
+    A response is found first in this job's journal, then in the other journals of its stage and
+    source (so changing a source's shard count regenerates nothing); those found elsewhere are
+    copied into this journal, so every shard's journal is complete on its own. ``backend`` may be
+    a factory, called only when something is left to generate (a large model is not loaded for a
+    job whose responses all exist).
+    """
     journal = Journal(journal_path) if journal_path else None
     done = journal.load() if journal else {}
-    todo = [(r, k) for r, k in zip(requests, keys) if k not in done]
+    elsewhere: dict[str, Response] = {}
+    if journal:
+        wanted = set(keys) - set(done)
+        for other in siblings(journal.path) if wanted else []:
+            elsewhere.update(other.lookup(wanted - set(elsewhere)))
+            if len(elsewhere) == len(wanted):
+                break
+    todo = [(r, k) for r, k in zip(requests, keys) if k not in done and k not in elsewhere]
     # the same key twice in one call (identical requests) is generated once
     seen, unique = set(), []
     for r, k in todo:
         if k not in seen:
             seen.add(k)
             unique.append((r, k))
-    log.info("%d requests: %d journaled, %d to generate", len(keys), len(keys) - len(todo), len(unique))
-    if unique:
-        reqs, ks = zip(*unique)
-        with journal.writer() if journal else contextlib.nullcontext(lambda r: None) as write:
-            for resp in backend.generate(list(reqs), list(ks)):
+    log.info("%d requests: %d journaled, %d from other shards' journals, %d to generate",
+             len(keys), len(set(keys) & set(done)), len(elsewhere), len(unique))
+    with journal.writer() if journal and (unique or elsewhere) else contextlib.nullcontext(lambda r: None) as write:
+        for key in sorted(elsewhere):
+            write(elsewhere[key])
+        done.update(elsewhere)
+        if unique:
+            reqs, ks = zip(*unique)
+            engine = backend() if callable(backend) and not hasattr(backend, "generate") else backend
+            for resp in engine.generate(list(reqs), list(ks)):
                 done[resp.key] = resp
                 if resp.finish_reason != "error":  # a failed request is retried on the next run
                     write(resp)
     missing = [k for k in keys if k not in done]
     if missing:
-        raise RuntimeError(f"backend {backend.name} returned no response for {len(missing)} requests")
+        raise RuntimeError(f"backend {getattr(backend, 'name', backend)} returned no response for "
+                           f"{len(missing)} requests")
     return {k: done[k] for k in keys}
 
 
