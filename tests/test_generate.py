@@ -133,3 +133,14 @@ def test_index_lookup_reads_by_offset_and_skips_torn_lines(tmp_path):
     assert {k: r.text for k, r in found.items()} == {"k1": "text ünïcode 1", "k3": "text ünïcode 3",
                                                       "k4": "text ünïcode 4"}
     assert set(journal.load()) == {f"k{i}" for i in range(5)}
+
+
+def test_a_thinking_template_s_open_think_tag_is_restored(tmp_path):
+    class Thinking(CountingBackend):
+        def generate(self, requests, keys):
+            for r, k in zip(requests, keys):
+                yield Response(k, r.sample_id, r.sample_index, "I count 3.\n</think>\n<answer>3</answer>", "stop", 9)
+
+    out = generate(Thinking(), [req(1)], [request_key(MODEL, SAMPLING, req(1))], str(tmp_path / "j.jsonl"))
+    (resp,) = out.values()
+    assert resp.text.startswith("<think>\nI count 3.") and Journal(str(tmp_path / "j.jsonl")).load()[resp.key].text == resp.text

@@ -136,3 +136,23 @@ def test_two_clean_runs_give_byte_identical_data(demo_run, tmp_path):
     first, second = digests(demo_run), digests(tmp_path)
     assert len(first) > 20
     assert first == second
+
+
+def test_changing_a_shard_count_regenerates_nothing(demo_run, tmp_path):
+    """Resharding a source reruns its jobs, and every response comes from the old shards' journals."""
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    tiny = yaml.safe_load((REPO / "tests/tiny.yaml").read_text())
+    for source in tiny["sources"]:
+        if source["name"] == "synth_counting":
+            source["shards"] = 3
+    overlay = tmp_path / "reshard.yaml"
+    overlay.write_text(yaml.safe_dump({"sources": tiny["sources"]}))
+    targets = [f"data/passrate/synth_counting/0000{i}.parquet" for i in range(3)]
+    snakemake(workdir, *targets, configs=("recipes/demo.yaml", "tests/tiny.yaml", str(overlay)))
+    for stage in ("clean", "caption", "trace", "pass_rate"):
+        for i in range(3):
+            log = (workdir / f"logs/{stage}/synth_counting/0000{i}.log").read_text()
+            assert ", 0 to generate" in log and not re.search(r", [1-9]\d* to generate", log), (stage, i, log)

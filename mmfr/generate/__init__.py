@@ -5,7 +5,7 @@ hand them to ``generate``. Each request has a content key; finished responses ar
 journal as they complete, so a killed job resumes where it stopped and nothing is generated twice.
 
 Backends (``make_backend``): ``scripted`` (the demo teacher), ``transformers`` (local model, CPU or
-GPU) and ``vllm`` (offline batched engine on GPUs).
+GPU), ``vllm`` (offline batched engine on GPUs) and ``openai`` (any OpenAI-compatible server).
 """
 
 from __future__ import annotations
@@ -140,6 +140,14 @@ class Journal:
                 os.fsync(f.fileno())
 
 
+def restore_think(text: str) -> str:
+    """Qwen3 thinking chat templates open ``<think>`` in the prompt, so the generated text starts
+    mid-thought and only closes it: put the opening tag back, so a trace is whole on disk."""
+    if text and "</think>" in text and "<think>" not in text:
+        return "<think>\n" + text
+    return text
+
+
 def _parse(line: str) -> Response | None:
     try:
         return Response(**json.loads(line))
@@ -192,6 +200,7 @@ def generate(backend: Backend | Callable[[], Backend], requests: list[Request], 
             reqs, ks = zip(*unique)
             engine = backend() if callable(backend) and not hasattr(backend, "generate") else backend
             for resp in engine.generate(list(reqs), list(ks)):
+                resp.text = restore_think(resp.text)
                 done[resp.key] = resp
                 if resp.finish_reason != "error":  # a failed request is retried on the next run
                     write(resp)
@@ -228,4 +237,8 @@ def make_backend(spec: dict, **kwargs) -> Backend:
         from mmfr.generate.vllm import VLLMBackend
 
         return VLLMBackend(spec, **kwargs)
-    raise ValueError(f"unknown backend {kind!r} (config key 'backend': scripted, transformers or vllm)")
+    if kind == "openai":
+        from mmfr.generate.openai import OpenAIBackend
+
+        return OpenAIBackend(spec, **kwargs)
+    raise ValueError(f"unknown backend {kind!r} (config key 'backend': scripted, transformers, vllm or openai)")
