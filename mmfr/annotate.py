@@ -1,10 +1,13 @@
 """Annotation: dense captions (instruct teacher) and reasoning traces (thinking teacher),
-both through the one generation interface. The thinking teacher does not see the caption."""
+both through the one generation interface. The thinking teacher does not see the caption.
+Optionally (Long Grounded Thoughts), a text reasoning model expands each finished trace after a
+cue such as "Wait,": ``expand_shard``."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,3 +77,98 @@ def trace_shard(shard: str, out: str, model: dict, n_samples: int, seed: int, jo
         counts[p.finish_reason] = counts.get(p.finish_reason, 0) + 1
     log.info("traces %s: %s", out, counts)
     return len(rows)
+
+
+# --------------------------------------------------------------------------- LGT expansion
+
+EXPAND_DEFAULTS = {"cue": "Wait,", "require_cue": True}
+_TAGS = re.compile(r"</?think>")
+_ANSWER_TAG = re.compile(r"<answer>.*?(?:</answer>|$)", re.S)
+
+
+def short_reasoning(text: str) -> str:
+    """The reasoning of a short trace without its tags: the think block when it is well formed,
+    else the text with think tags and answer tags taken out (the expansion rewraps it)."""
+    from mmfr.verify import split_response
+
+    think, _ = split_response(text)
+    if think is None:
+        think = _TAGS.sub("", _ANSWER_TAG.sub("", text))
+    return think.strip()
+
+
+def continuation(reply: str, cue: str) -> str | None:
+    """The part of an expansion reply that continues the short trace: the reply from the cue on.
+
+    The cue must open the reply (a thinking model's reasoning, its ``<think>`` tag aside), or open
+    what the model wrote after a private reasoning block of its own (which is then dropped);
+    otherwise None. Matching ignores case and leading whitespace."""
+    body = reply.lstrip().removeprefix("<think>").lstrip()
+    if body.lower().startswith(cue.lower()):
+        return body
+    _, sep, after = body.partition("</think>")
+    after = after.lstrip()
+    if sep and after.lower().startswith(cue.lower()):
+        return after
+    return None
+
+
+def expanded_trace(short: str, cont: str) -> str:
+    """Short reasoning and its continuation as one trace: ``<think>`` short, then the continuation
+    verbatim (which closes the think block and gives the answer, or fails verification)."""
+    return f"<think>\n{short}\n\n{cont}" if short else f"<think>\n{cont}"
+
+
+def expand_shard(records_path: str, traces_path: str, out: str, model: dict, spec: dict | None, seed: int,
+                 journal: str | None = None) -> dict:
+    """Long Grounded Thoughts trace expansion for one shard: a text reasoning model continues each
+    finished ("stop") trace after a cue such as "Wait,", re-checking it, and the short reasoning plus
+    its continuation becomes the trace. Written with the columns of the traces, so ``verify`` reads
+    either. Traces that did not finish pass through unchanged; an expansion that did not finish keeps
+    its finish_reason; one that does not start from the cue is recorded as an error (with
+    ``require_cue``, the default) or kept as it is. The short trace enters without its tags, so
+    only the continuation decides the format verify checks. Returns counts of the rows by outcome."""
+    from mmfr.verify import extract_answer
+
+    spec = {**EXPAND_DEFAULTS, **(spec or {})}
+    cue = spec["cue"]
+    records = {r["id"]: r for r in pq.read_table(records_path).to_pylist()}
+    traces = pq.read_table(traces_path).to_pylist()
+    _, prompt_version = prompts.load("expand")
+    todo, reqs = [], []
+    for t in traces:
+        if t["finish_reason"] != "stop":
+            continue
+        rec = records[t["id"]]
+        short = short_reasoning(t["response"])
+        short_answer, _ = extract_answer(t["response"], rec["answer_type"], rec["choices"] or [])
+        text = prompts.render("expand", question=prompts.question_text(rec["question"], rec["choices"]),
+                              reasoning=short or "(no reasoning written)",
+                              short_answer=short_answer or "(none stated)", cue=cue)
+        context = {**_context(rec, "expand"), "short": short, "short_answer": short_answer, "cue": cue}
+        reqs.append(Request(t["id"], ({"role": "user", "content": text},), (), t["sample_index"],
+                            schema.seed_for(seed, "expand", t["id"], t["sample_index"]), context))
+        todo.append((t, short))
+    sampling = model.get("sampling", {})
+    keys = [request_key(model, sampling, r, prompt_version) for r in reqs]
+    responses = generate(lambda: make_backend(model), reqs, keys, journal)
+    expanded = {}
+    for (t, short), k in zip(todo, keys):
+        p = responses[k]
+        row = {**t, "finish_reason": p.finish_reason, "n_tokens": p.n_tokens, "error": p.error,
+               "model": model.get("model")}
+        cont = continuation(p.text, cue)
+        if cont is None and p.text.strip():
+            cont = p.text.lstrip().removeprefix("<think>").lstrip()
+            if p.finish_reason == "stop" and spec["require_cue"]:
+                row.update(finish_reason="error", error=f"expansion does not begin with the cue {cue!r}")
+        row["response"] = expanded_trace(short, cont) if cont else ""
+        expanded[(t["id"], t["sample_index"])] = row
+    rows = [expanded.get((t["id"], t["sample_index"]), t) for t in traces]
+    schema.write_table(pa.Table.from_pylist(rows, schema=TRACES), out)
+    counts: dict[str, int] = {}
+    for t, r in zip(traces, rows):
+        outcome = r["finish_reason"] if t["finish_reason"] == "stop" else f"passed_through/{t['finish_reason']}"
+        counts[outcome] = counts.get(outcome, 0) + 1
+    log.info("expanded %s: %s", out, counts)
+    return counts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 
@@ -55,6 +56,21 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+def audit(target: str, configfiles: list[str] | None, check_code: bool) -> int:
+    """Print the audit of ``target``; exit status 1 when anything does not match."""
+    from mmfr.audit import audit as run, report
+
+    changed = set()
+    if configfiles:
+        snakemake = os.path.join(os.path.dirname(sys.executable), "snakemake")
+        out = subprocess.run([snakemake, "--list-changes", "params", "--configfile", *configfiles],
+                             capture_output=True, text=True, check=True).stdout
+        changed = {line.strip() for line in out.splitlines() if line.strip() and " " not in line.strip()}
+    walked, findings = run(target, changed, check_code)
+    print(report(target, walked, findings))
+    return 1 if findings else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mmfr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,7 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configfile", nargs="+", default=["config.yaml"], help="config.yaml, then overlays")
     p.add_argument("--tokens-per-second", type=float, default=2500.0, help="output tokens/s of one engine")
     p.add_argument("--load-minutes", type=float, default=10.0, help="minutes to load a model, per job")
+    p = sub.add_parser("audit", help="check an artifact's lineage against its provenance records")
+    p.add_argument("target", help="an artifact path, e.g. data/subsets/mfr123k or results/summary.duckdb")
+    p.add_argument("--configfile", nargs="+", help="also ask Snakemake which artifacts' params changed")
+    p.add_argument("--no-code", action="store_true", help="do not report artifacts built by other code")
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        sys.exit(audit(args.target, args.configfile, not args.no_code))
     if args.command == "show":
         show(args.summary)
     elif args.command == "plan":

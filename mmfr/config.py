@@ -52,8 +52,9 @@ def check_config(config: dict) -> None:
             if len(parts) != 3 or parts[1] != "base" or parts[2] not in sizes:
                 raise ConfigError(f"models.{role}.model: {path!r} is not a model this workflow builds "
                                   f"(models/base/<size> with size in {sorted(sizes)})")
-        if spec["backend"] == "scripted" and role not in ("caption", "trace", "clean", "extract"):
-            raise ConfigError(f"models.{role}.backend: the scripted backend can only caption, trace, clean and extract")
+        if spec["backend"] == "scripted" and role not in ("caption", "trace", "clean", "extract", "expand"):
+            raise ConfigError(f"models.{role}.backend: the scripted backend can only caption, trace, clean, extract "
+                              "and expand")
     for i, sub in enumerate(config["subsets"]):
         where = sub.get("where", "true")
         if ";" in where:

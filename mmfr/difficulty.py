@@ -39,9 +39,18 @@ def ask(records: list[dict], model: dict, n: int, seed: int, stage: str, journal
     return reqs, [responses[k] for k in keys]
 
 
+def unfinished(finish_reason: str, score_truncated: bool) -> dict | None:
+    """The verdict of a response that did not finish: it never counts as an answer by default."""
+    if finish_reason == "stop" or (score_truncated and finish_reason == "length"):
+        return None
+    verdict = "truncated" if finish_reason == "length" else finish_reason
+    return {"verdict": verdict, "decided_by": "finish_reason", "extracted": None, "extract_method": "none"}
+
+
 def pass_rate_shard(shard: str, verified: str, out: str, model: dict, k: int, seed: int,
-                    journal: str | None = None) -> int:
-    """Pass rates for the records of ``shard`` whose trace verified correct."""
+                    journal: str | None = None, score_truncated: bool = False) -> int:
+    """Pass rates for the records of ``shard`` whose trace verified correct. An attempt cut at max
+    tokens (or empty) fails, unless ``score_truncated``."""
     correct = set(pq.read_table(verified, filters=pc.field("verdict") == "correct",
                                 columns=["id"]).column("id").to_pylist())
     records = [r for r in pq.read_table(shard).to_pylist() if r["id"] in correct]
@@ -55,7 +64,8 @@ def pass_rate_shard(shard: str, verified: str, out: str, model: dict, k: int, se
             t[2] += 1
             continue
         t[1] += resp.finish_reason == "length"
-        verdict = verify_response(resp.text, rec["answer"], rec["answer_type"], rec["choices"], cfg)
+        verdict = unfinished(resp.finish_reason, score_truncated) or verify_response(
+            resp.text, rec["answer"], rec["answer_type"], rec["choices"], cfg)
         t[0] += verdict["verdict"] == "correct"
     errors = sum(t[2] for t in tally.values())
     if errors:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmfr import schema
-from mmfr.difficulty import ask
+from mmfr.difficulty import ask, unfinished
 from mmfr.verify import VerifyConfig, verify_response
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,11 @@ def category(metadata: str) -> str:
     return str(meta.get("family") or meta.get("category") or meta.get("subject") or "all")
 
 
-def evaluate(bench: str, name: str, out: str, model: dict, seed: int, journal: str | None = None) -> float:
-    """Score ``model`` on benchmark file ``bench``; writes one row per item; returns accuracy."""
+def evaluate(bench: str, name: str, out: str, model: dict, seed: int, journal: str | None = None,
+             score_truncated: bool = False) -> float:
+    """Score ``model`` on benchmark file ``bench``; writes one row per item; returns accuracy.
+    A response cut at max tokens or empty is wrong (verdict 'truncated'/'empty'), unless
+    ``score_truncated``: then whatever answer it holds is checked like any other."""
     records = pq.read_table(bench).to_pylist()
     reqs, resps = ask(records, model, 1, seed, f"eval/{name}", journal)
     cfg = VerifyConfig(require_template=False)
@@ -35,7 +38,8 @@ def evaluate(bench: str, name: str, out: str, model: dict, seed: int, journal: s
     for rec, resp in zip(records, resps):
         if resp.finish_reason == "error":
             raise RuntimeError(f"{name}: generation failed for item {rec['id']}: {resp.error}")
-        v = verify_response(resp.text, rec["answer"], rec["answer_type"], rec["choices"], cfg)
+        v = unfinished(resp.finish_reason, score_truncated) or verify_response(
+            resp.text, rec["answer"], rec["answer_type"], rec["choices"], cfg)
         rows.append({"id": rec["id"], "benchmark": name, "category": category(rec["metadata"]),
                      "answer": rec["answer"], "response": resp.text, "finish_reason": resp.finish_reason,
                      "extracted": v["extracted"], "extract_method": v["extract_method"],

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 import yaml
 
+# Output tokens per expansion when the config gives no ``plan.tokens.expand``: our estimate of a
+# reasoning model's continuation of a short trace after the cue (Long Grounded Thoughts), which
+# re-checks the whole derivation and so runs to several times the short trace.
+EXPAND_TOKENS = 4000
+
 
 def load_config(paths: list[str]) -> dict:
     """config.yaml overlaid by recipe files the way Snakemake does: mappings merge, the rest replaces."""
@@ -74,6 +79,8 @@ def stages(config: dict) -> list[Stage]:
         plan.append(stage("extract", "extract", n * share, n * share * tokens.get("extract", 0)))
     plan.append(stage("caption", "caption", n, n * tokens.get("caption", 0)))
     plan.append(stage("trace", "trace", n * samples, samples * by_domain(_items)))
+    if models.get("expand"):  # one request per trace (an upper bound: only finished traces are expanded)
+        plan.append(stage("expand", "expand", n * samples, n * samples * tokens.get("expand", EXPAND_TOKENS)))
     if models.get("judge"):
         plan.append(stage("judge", "judge", n * samples, n * samples * tokens.get("judge", 0)))
     plan.append(stage("pass_rate", "proxy", kept * k, k * by_domain(lambda s: int(s.get("expected") or _items(s)))))

@@ -38,7 +38,7 @@ def artifact_sha256(path: str) -> str:
     if os.path.isdir(path):
         h = hashlib.sha256()
         for p in sorted(Path(path).rglob("*")):
-            if p.is_file():
+            if p.is_file() and p.name != ".snakemake_timestamp":  # Snakemake's marker, added after the job
                 h.update(f"{p.relative_to(path)}\x00{file_sha256(str(p))}\n".encode())
         return h.hexdigest()
     return file_sha256(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -90,6 +91,8 @@ def seed_for(global_seed: int, stage: str, sample_id: str = "", index: int = 0) 
 
 def write_table(table: pa.Table, path: str) -> None:
     """Deterministic parquet: fixed compression, no timestamps; rows sorted by the caller."""
-    pq.write_table(table, path, compression="zstd", compression_level=3, row_group_size=256,
+    tmp = f"{path}.tmp"  # written aside, then renamed: a killed job never leaves half a file
+    pq.write_table(table, tmp, compression="zstd", compression_level=3, row_group_size=256,
                    write_statistics=True, store_schema=True)
+    os.replace(tmp, path)
 

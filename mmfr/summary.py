@@ -30,12 +30,17 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
                       s.get("shards", 1), s.get("paper_raw"), s.get("expected")) for s in sources])
     dropped, rec, cap, tr, ver, pr = (_parquet(inputs[k]) for k in
                                       ("dropped", "records", "captions", "traces", "verified", "passrates"))
+    # the expansions proper (Long Grounded Thoughts): rows of expanded traces whose short trace finished
+    ex = (f"(SELECT e.* FROM {_parquet(inputs['expanded'])} e JOIN {tr} t USING (id, sample_index) "
+          "WHERE t.finish_reason = 'stop')") if inputs.get("expanded") else None
     _accounting(con, inputs["counts"], dropped, rec)
     con.execute(f"""CREATE TABLE stage_counts AS
         SELECT 'raw' stage, source, raw n FROM accounting
         UNION ALL SELECT 'kept', source, count(*) FROM {rec} GROUP BY source
         UNION ALL SELECT 'captioned', source, count(*) FROM {cap} WHERE finish_reason = 'stop' GROUP BY source
         UNION ALL SELECT 'traced', source, count(*) FROM {tr} WHERE finish_reason = 'stop' GROUP BY source
+        {f"UNION ALL SELECT 'expanded', source, count(*) FROM {ex} WHERE finish_reason = 'stop' GROUP BY source"
+         if ex else ""}
         UNION ALL SELECT 'verified_correct', source, count(*) FROM {ver} WHERE verdict = 'correct' GROUP BY source
         UNION ALL SELECT 'pass_rated', source, count(*) FROM {pr} GROUP BY source
         ORDER BY stage, source""")
@@ -46,6 +51,7 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
     con.execute(f"""CREATE TABLE generation_outcomes AS
         SELECT 'caption' kind, source, finish_reason, count(*) n FROM {cap} GROUP BY ALL
         UNION ALL SELECT 'trace', source, finish_reason, count(*) FROM {tr} GROUP BY ALL
+        {f"UNION ALL SELECT 'expand', source, finish_reason, count(*) FROM {ex} GROUP BY ALL" if ex else ""}
         UNION ALL SELECT 'clean', source, CASE WHEN clean_status IN ('cleaned', 'unchanged') THEN 'stop'
                ELSE replace(clean_status, 'failed:', '') END, count(*) FROM {rec} GROUP BY ALL
         UNION ALL SELECT 'pass_rate', source, unnest(['stop', 'length', 'error']),

@@ -42,3 +42,23 @@ rule trace:
         seed=SEED,
     script:
         "../scripts/trace.py"
+
+
+if EXPAND:
+
+    rule expand:
+        input:
+            records="data/clean/{source}/{shard}.parquet",
+            traces="data/traces/{source}/{shard}.parquet",
+        output:
+            "data/expanded/{source}/{shard}.parquet",
+        log:
+            "logs/expand/{source}/{shard}.log",
+        conda:
+            "../envs/vllm.yaml"
+        params:
+            model=EXPAND,
+            spec=EXPAND_SPEC,
+            seed=SEED,
+        script:
+            "../scripts/expand.py"

@@ -12,6 +12,14 @@ RL = config["selection"]["rl"]
 STUDENTS = {s["size"]: s for s in config["students"]}
 SCORE_TARGETS = [(subset, size) for subset in SUBSETS for size in STUDENTS]
 STAGES = ["sft", "gspo"]
+# Long Grounded Thoughts: a reasoning model expands each finished trace, or None (off)
+EXPAND = config["models"].get("expand")
+EXPAND_SPEC = {
+    "cue": "Wait,",
+    "require_cue": True,
+    **config["annotate"].get("expand", {}),
+}
+TRACE_STAGE = "expanded" if EXPAND else "traces"
 
 
 def _names(names):
@@ -37,6 +45,11 @@ def shard_paths(stage, source):
 
 def all_shard_paths(stage):
     return [p for source in SOURCES for p in shard_paths(stage, source)]
+
+
+def verify_traces(wildcards):
+    """The traces verify reads (and so everything downstream): expanded when models.expand is set."""
+    return f"data/{TRACE_STAGE}/{wildcards.source}/{wildcards.shard}.parquet"
 
 
 def source_spec(wildcards):
@@ -132,6 +145,7 @@ def summary_inputs(wildcards):
         "records": all_shard_paths("clean"),
         "captions": all_shard_paths("captions"),
         "traces": all_shard_paths("traces"),
+        "expanded": all_shard_paths("expanded") if EXPAND else [],
         "verified": all_shard_paths("verified"),
         "passrates": all_shard_paths("passrate"),
         "subsets": all_subset_dirs(),

@@ -45,6 +45,7 @@ rule evaluate:
     threads: 2
     params:
         generation=config["evaluate"]["generation"],
+        score_truncated=config["evaluate"]["score_truncated"],
         seed=SEED,
     script:
         "../scripts/evaluate.py"

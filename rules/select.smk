@@ -14,6 +14,7 @@ rule pass_rate:
     params:
         model=config["models"]["proxy"],
         k=config["difficulty"]["k"],
+        score_truncated=config["difficulty"]["score_truncated"],
         seed=SEED,
     script:
         "../scripts/pass_rate.py"

@@ -1,7 +1,7 @@
 rule verify:
     input:
         records="data/clean/{source}/{shard}.parquet",
-        traces="data/traces/{source}/{shard}.parquet",
+        traces=verify_traces,
         captions="data/captions/{source}/{shard}.parquet",
         tokenizer="models/tokenizer/tokenizer.json",
     output:

@@ -144,3 +144,19 @@ def test_a_thinking_template_s_open_think_tag_is_restored(tmp_path):
     out = generate(Thinking(), [req(1)], [request_key(MODEL, SAMPLING, req(1))], str(tmp_path / "j.jsonl"))
     (resp,) = out.values()
     assert resp.text.startswith("<think>\nI count 3.") and Journal(str(tmp_path / "j.jsonl")).load()[resp.key].text == resp.text
+
+
+def test_an_index_cut_short_by_a_kill_is_rebuilt(tmp_path):
+    journal = Journal(str(tmp_path / "j.jsonl"))
+    responses = [Response(f"k{i}", f"s{i}", 0, f"t{i}", "stop", 1) for i in range(4)]
+    with journal.writer() as write:
+        for r in responses[:2]:
+            write(r)
+    with open(journal.path, "ab") as f:  # killed after the journal line, before its index line
+        f.write((responses[2].to_json() + "\n").encode())
+    with open(journal.index_path, "a") as idx:  # ... or in the middle of an index line
+        idx.write("k2 12")
+    with journal.writer() as write:
+        write(responses[3])
+    assert set(journal.lookup({"k0", "k1", "k2", "k3"})) == {"k0", "k1", "k2", "k3"}
+    assert all(len(line.split()) == 3 for line in open(journal.index_path))

@@ -156,3 +156,68 @@ def test_changing_a_shard_count_regenerates_nothing(demo_run, tmp_path):
         for i in range(3):
             log = (workdir / f"logs/{stage}/synth_counting/0000{i}.log").read_text()
             assert ", 0 to generate" in log and not re.search(r", [1-9]\d* to generate", log), (stage, i, log)
+
+
+EXPAND = ("recipes/demo.yaml", "tests/tiny.yaml", "tests/expand.yaml")
+
+
+def verify_inputs(output: str) -> list[str]:
+    return re.findall(r"^rule verify:\n    input: (.*)$", output, re.M)
+
+
+def test_expansion_overlay_puts_expand_jobs_before_verify(tmp_path):
+    n_shards = sum(s["shards"] for s in yaml.safe_load((REPO / "tests/tiny.yaml").read_text())["sources"])
+    on = snakemake(tmp_path / "on", "-n", "all", configs=EXPAND).stdout
+    assert job_counts(on)["expand"] == job_counts(on)["verify"] == n_shards
+    assert len(verify_inputs(on)) == n_shards
+    assert all("data/expanded/" in i and "data/traces/" not in i for i in verify_inputs(on))
+    off = snakemake(tmp_path / "off", "-n", "all").stdout  # models.expand null: the graph as it was
+    assert "expand" not in job_counts(off) and len(verify_inputs(off)) == n_shards
+    assert all("data/traces/" in i and "data/expanded/" not in i for i in verify_inputs(off))
+
+
+def test_lgt_recipe_dry_run(tmp_path):
+    proc = snakemake(tmp_path, "-n", "lgt_7b_scores", configs=("recipes/lgt.yaml",))
+    counts = job_counts(proc.stdout)
+    config = yaml.safe_load((REPO / "recipes/lgt.yaml").read_text())
+    n_shards = sum(s["shards"] for s in config["sources"])
+    assert counts["trace"] == counts["expand"] == counts["verify"] == n_shards
+    assert len(verify_inputs(proc.stdout)) == n_shards
+    assert all("data/expanded/" in i for i in verify_inputs(proc.stdout))
+
+
+def test_expanded_traces_are_what_verify_reads(tmp_path):
+    """A real run up to one verified shard with the expansion on (about 10 s)."""
+    shard = "synth_geometry/00000.parquet"
+    snakemake(tmp_path, f"data/verified/{shard}", configs=EXPAND)
+    traces = pq.read_table(tmp_path / "data/traces" / shard).to_pylist()
+    expanded = pq.read_table(tmp_path / "data/expanded" / shard).to_pylist()
+    verified = pq.read_table(tmp_path / "data/verified" / shard).to_pylist()
+    stop = [(t, e) for t, e in zip(traces, expanded) if t["finish_reason"] == "stop"]
+    assert stop and all(e["finish_reason"] == "stop" and "\n\nWait, " in e["response"] for _, e in stop)
+    assert sorted((v["id"], v["sample_index"], v["response"]) for v in verified) == \
+        sorted((e["id"], e["sample_index"], e["response"]) for e in expanded)
+    assert sum(v["verdict"] == "correct" for v in verified) > len(verified) / 2
+    assert (tmp_path / "data/journal/expanded" / f"{shard}.jsonl").stat().st_size > 0
+
+
+def test_audit_names_a_tampered_intermediate_shard(demo_run, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    mmfr = [str(Path(sys.executable).parent / "mmfr"), "audit", "data/subsets/mfr123k", "--no-code"]
+    clean = subprocess.run(mmfr, cwd=workdir, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout
+    assert "0 findings" in clean.stdout and "data/raw/synth_counting/data.parquet" not in clean.stdout
+    shard = workdir / "data/clean/synth_counting/00000.parquet"
+    table = pq.read_table(shard)
+    pq.write_table(table.slice(1), shard)  # one record quietly removed
+    tampered = subprocess.run(mmfr, cwd=workdir, capture_output=True, text=True)
+    assert tampered.returncode == 1
+    lines = tampered.stdout.splitlines()
+    assert any(line.split()[:2] == ["content", "data/clean/synth_counting/00000.parquet"] for line in lines)
+    # the artifacts built from it are named as built from another version of it
+    assert any(line.split()[:2] == ["stale_input", "data/traces/synth_counting/00000.parquet"] for line in lines)

@@ -90,7 +90,7 @@ class Journal:
         done: dict[str, Response] = {}
         if not os.path.exists(self.path):
             return done
-        with open(self.path, encoding="utf-8") as f:
+        with open(self.path, encoding="utf-8", errors="replace") as f:  # a kill may cut a character
             for line in f:
                 if (r := _parse(line)) is not None:
                     done[r.key] = r
@@ -114,6 +114,33 @@ class Journal:
                     found[r.key] = r
         return found
 
+    def _index_complete(self) -> bool:
+        """Does the index end where the journal ends? (A kill between the journal write and the
+        index write, or inside the index write, leaves it short or torn.)"""
+        size = os.path.getsize(self.path)
+        if not os.path.exists(self.index_path):
+            return size == 0
+        with open(self.index_path, "rb") as idx:
+            idx.seek(max(0, os.path.getsize(self.index_path) - 256))
+            tail = idx.read()
+        if size == 0 or not tail.endswith(b"\n"):
+            return size == 0 and not tail
+        parts = tail.splitlines()[-1].split()
+        return len(parts) == 3 and int(parts[1]) + int(parts[2]) == size
+
+    def rebuild_index(self) -> None:
+        """Write the index again from the journal (skipping torn lines)."""
+        offset, lines = 0, []
+        with open(self.path, "rb") as f:
+            for raw in f:
+                r = _parse(raw.decode("utf-8", errors="replace"))
+                if r is not None:
+                    lines.append(f"{r.key} {offset} {len(raw)}\n")
+                offset += len(raw)
+        with open(self.index_path, "w", encoding="ascii") as idx:
+            idx.writelines(lines)
+        log.info("rebuilt the index of %s (%d entries)", self.path, len(lines))
+
     @contextlib.contextmanager
     def writer(self):
         """Append responses one line each, flushed at once (a killed process loses nothing it
@@ -121,9 +148,11 @@ class Journal:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with open(self.path, "a+b") as f:
             torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
-        with open(self.path, "ab") as f, open(self.index_path, "a", encoding="ascii") as idx:
             if torn:
                 f.write(b"\n")
+        if not self._index_complete():
+            self.rebuild_index()
+        with open(self.path, "ab") as f, open(self.index_path, "a", encoding="ascii") as idx:
 
             def write(response: Response) -> None:
                 line = (response.to_json() + "\n").encode("utf-8")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from typing import Iterator
 
 from mmfr.generate import Request, Response
@@ -19,6 +20,11 @@ class ScriptedBackend:
     name = "scripted"
 
     def __init__(self, spec: dict, **_):
+        # seconds spent on each request before its response is ready, to simulate a model's
+        # per-request time (resume and kill tests, demos of progress); 0 answers at once
+        self.latency_s = float(spec.get("latency_s") or 0)
+        if self.latency_s < 0:
+            raise ValueError(f"scripted backend: latency_s must be >= 0, got {self.latency_s}")
         self.mistakes = {**DEFAULT_MISTAKES, **(spec.get("mistakes") or {})}
         unknown = set(self.mistakes) - set(DEFAULT_MISTAKES)
         if unknown:
@@ -26,6 +32,8 @@ class ScriptedBackend:
 
     def generate(self, requests: list[Request], keys: list[str]) -> Iterator[Response]:
         for req, key in zip(requests, keys):
+            if self.latency_s:
+                time.sleep(self.latency_s)
             task = req.context.get("task")
             try:
                 if task == "caption":
@@ -36,6 +44,8 @@ class ScriptedBackend:
                     text = clean(req.context["question"])
                 elif task == "extract":
                     text = extract(req.context)
+                elif task == "expand":
+                    text = expand(req.context, random.Random(req.seed), self.mistakes)
                 else:
                     raise ValueError(f"scripted backend cannot do task {task!r}")
             except Exception as e:  # a record without a scene program, say
@@ -131,3 +141,64 @@ def extract(context: dict) -> str:
     answer, method = extract_answer(context["solution"] or "", context.get("answer_type") or "text",
                                     context.get("choices") or [])
     return f"The solution ends with its result ({method}).\nANSWER: {answer if answer else 'NONE'}"
+
+
+_RECHECK = ("Redoing this step: {}", "Checking it again: {}", "Going through it once more: {}")
+_HOLDS = ("That agrees with what the image shows.", "Yes, this step holds.", "No problem with this one.")
+EXPAND_FIXES = 0.8  # share of wrong short answers the scripted reasoner catches and corrects
+
+
+def expand(context: dict, rng: random.Random, mistakes: dict) -> str:
+    """Long Grounded Thoughts expansion as a scripted reasoning model: continue a short trace after
+    the cue, re-derive every step from the scene program and compare with the short answer. A wrong
+    short answer is caught and fixed with probability ``EXPAND_FIXES``, else kept (a self-check that
+    fails, as a real model's can). Like a thinking model's output, the text starts mid-thought and
+    closes ``</think>``; ``mistakes`` apply as in ``trace``."""
+    from mmfr import synth
+    from mmfr.verify import VerifyConfig, answers_match
+
+    sol = synth.solution(context["metadata"])
+    correct, short = sol["answer"], context.get("short_answer")
+    kind, roll, acc = None, rng.random(), 0.0
+    for name, p in mistakes.items():
+        acc += p
+        if roll < acc:
+            kind = name
+            break
+    try:
+        agrees = short is not None and answers_match(short, correct, context["answer_type"],
+                                                     context.get("choices") or [], VerifyConfig())[0]
+    except ValueError:  # a short answer naming no option
+        agrees = False
+    lines = [f"{context.get('cue') or 'Wait,'} before I commit to this, let me go back over it from the start."]
+    lines.append("What the first attempt read off the image: " + " ".join(sol["facts"]))
+    lines.append("What is asked: " + sol["setup"])
+    for step in sol["steps"]:
+        lines.append(rng.choice(_RECHECK).format(step) + " " + rng.choice(_HOLDS))
+    if short is None:
+        final = correct
+        lines.append(f"The first attempt did not state an answer; the derivation gives {correct}. {sol['check']}")
+    elif agrees:
+        final = short
+        lines.append(f"This gives {correct} again, the same as the first attempt. {sol['check']}")
+    elif rng.random() < EXPAND_FIXES:
+        final = correct
+        lines.append(f"Hmm, this gives {correct}, but the first attempt concluded {short}. The two cannot both be "
+                     f"right, so I go back to where they part: the first attempt slipped in its last step. "
+                     f"Redoing it carefully gives {correct}. {sol['check']}")
+    else:
+        final = short
+        lines.append(f"Hmm, this gives {correct}, while the first attempt concluded {short}. Looking at the first "
+                     f"attempt once more, I still find its reading convincing, so I keep {short}.")
+    if kind == "wrong_answer":
+        final = wrong_answer(correct, context["answer_type"], context.get("choices") or [], rng)
+        lines.append(f"On reflection I change my mind once more and settle on {final}.")
+    if kind == "too_short":
+        lines = [f"{context.get('cue') or 'Wait,'} the answer is {final}."]
+    if kind == "repetition":
+        loop = " ".join(lines[2:]) + " Let me check all of this again."
+        lines = lines[:2] + [loop] * max(4, -(-200 // len(loop.split())))
+    think = "\n\n".join(lines) + f"\n\nThe final answer is: {final}"
+    closing = "" if kind == "unclosed_think" else "\n</think>"
+    tail = "" if kind == "no_answer_tag" else f"\n<answer>{final}</answer>"
+    return f"{think}{closing}{tail}"
