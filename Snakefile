@@ -40,3 +40,6 @@ for _subset, _size in SCORE_TARGETS:
             f"{_subset}_{_size}_scores"
         input:
             score_table(_subset, _size),
+
+
+apply_cluster(workflow.rules)

@@ -88,14 +88,33 @@ def environment() -> dict:
     return {"python": sys.version.split()[0], "packages": versions, "platform": platform.platform()}
 
 
+SLURM_FIELDS = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_JOB_PARTITION", "SLURM_JOB_ACCOUNT",
+                "SLURM_JOB_NODELIST", "SLURM_CPUS_PER_TASK", "SLURM_GPUS_ON_NODE", "SLURM_RESTART_COUNT")
+
+
 def hardware() -> dict:
-    """Host, SLURM job and GPUs. torch is consulted only if the job already imported it."""
+    """Host, SLURM job and GPUs (model and count). torch is consulted only if the job already
+    imported it; otherwise ``nvidia-smi`` names the GPUs when there is one."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     info = {"host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "gpus": []}
+            "slurm": {k.removeprefix("SLURM_").lower(): os.environ[k] for k in SLURM_FIELDS if k in os.environ},
+            "cuda_visible_devices": visible, "gpus": []}
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    elif visible:
+        info["gpus"] = _nvidia_smi_names()
+    info["gpu_count"] = len(info["gpus"]) or (len([d for d in visible.split(",") if d]) if visible else 0)
     return info
+
+
+def _nvidia_smi_names() -> list[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
 def write(artifact: str, *, rule: str, wildcards: dict, params: dict, inputs: list[str],

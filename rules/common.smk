@@ -153,3 +153,59 @@ def summary_inputs(wildcards):
         "eval_items": all_eval_items(),
         "models": all_trained_models(),
     }
+
+
+# ---------------------------------------------------------------- cluster resources
+# GPUs per job follow the recipe (a model's tensor_parallel_size, train.gpus), so changing a
+# model in the config changes what is requested; where jobs go (partition, account, GPU model)
+# comes from the user's `cluster:` overlay. Runtimes and memory are in profiles/slurm.
+def model_gpus(*roles):
+    specs = [config["models"].get(r) or {} for r in roles]
+    return max(
+        [
+            int(s.get("tensor_parallel_size", 1))
+            for s in specs
+            if s.get("backend") in ("vllm", "transformers")
+            and s.get("device", "cuda") != "cpu"
+        ]
+        or [0]
+    )
+
+
+def rule_gpus():
+    generation = config["evaluate"]["generation"]
+    train_gpus = int(config["train"].get("gpus", 0))
+    return {
+        "clean": model_gpus("clean", "extract"),
+        "caption": model_gpus("caption"),
+        "trace": model_gpus("trace"),
+        "expand": model_gpus("expand"),
+        "verify": model_gpus("judge"),
+        "pass_rate": model_gpus("proxy"),
+        "evaluate": (
+            int(generation.get("tensor_parallel_size", 1))
+            if generation["backend"] == "vllm"
+            else 0
+        ),
+        "sft": train_gpus,
+        "gspo": train_gpus,
+        "base_model": 0,
+    }
+
+
+def apply_cluster(rules):
+    """Set gpu, partition, account and GPU model on every rule (what the rule itself sets wins)."""
+    cluster = config.get("cluster") or {}
+    gpus = rule_gpus()
+    for r in rules:
+        n = gpus.get(r.name, 0)
+        extra = {"gpu": n} if n else {}
+        partition = (n and cluster.get("gpu_partition")) or cluster.get("partition")
+        if partition:
+            extra["slurm_partition"] = partition
+        if cluster.get("account"):
+            extra["slurm_account"] = cluster["account"]
+        if n and cluster.get("gpu_model"):
+            extra["gpu_model"] = cluster["gpu_model"]
+        for key, value in extra.items():
+            r.resources.setdefault(key, value)

@@ -221,3 +221,18 @@ def test_audit_names_a_tampered_intermediate_shard(demo_run, tmp_path):
     assert any(line.split()[:2] == ["content", "data/clean/synth_counting/00000.parquet"] for line in lines)
     # the artifacts built from it are named as built from another version of it
     assert any(line.split()[:2] == ["stale_input", "data/traces/synth_counting/00000.parquet"] for line in lines)
+
+
+def test_cluster_resources_follow_the_recipe_and_the_site_overlay(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("cluster: {partition: cpu, gpu_partition: gpu, account: lab, gpu_model: h100}\n")
+    proc = snakemake(tmp_path / "wd", "-n", "mfr123k_8b_scores", "--profile", str(REPO / "profiles/slurm"),
+                     configs=(str(site),))
+    jobs = {}
+    for block in proc.stdout.split("\nrule ")[1:]:
+        name = block.split(":")[0].strip()
+        resources = re.search(r"resources: (.*)", block)
+        jobs.setdefault(name, resources.group(1) if resources else "")
+    assert "gpu=8," in jobs["trace"] and "slurm_partition=gpu" in jobs["trace"] and "gpu_model=h100" in jobs["trace"]
+    assert "runtime=2880" in jobs["trace"] and "gpu=1," in jobs["pass_rate"] and "gpu=2," in jobs["verify"]
+    assert "gpu=" not in jobs["dedup"] and "slurm_partition=cpu" in jobs["dedup"] and "slurm_account=lab" in jobs["dedup"]
