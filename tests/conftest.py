@@ -12,15 +12,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def snakemake(workdir: Path, *args: str, configs: tuple[str, ...] = ("recipes/demo.yaml", "tests/tiny.yaml"),
+DEMO_CONFIGS = ("recipes/demo.yaml", "tests/tiny.yaml")
+
+
+def snakemake_command(workdir: Path, *args: str, configs: tuple[str, ...] = DEMO_CONFIGS) -> list[str]:
+    """The command line that runs the workflow in ``workdir`` with the given overlays (paths relative
+    to the repo); ``args`` are targets and options (``--profile``, ``-n``, ...)."""
+    # targets first: --rerun-triggers and --configfile each take several values
+    return [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+            *args, "--cores", "2", "--rerun-triggers", "mtime", "params", "input", "code",
+            # with -d, the Snakefile's own `configfile:` would be looked up in the workdir
+            "--configfile", str(REPO / "config.yaml"),
+            *[str(p if Path(p).is_absolute() else REPO / p) for p in configs]]
+
+
+def snakemake(workdir: Path, *args: str, configs: tuple[str, ...] = DEMO_CONFIGS,
               env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow in ``workdir`` with the given overlays (paths relative to the repo)."""
-    # targets first: --rerun-triggers and --configfile each take several values
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           *args, "--cores", "2", "--rerun-triggers", "mtime", "params", "input", "code",
-           # with -d, the Snakefile's own `configfile:` would be looked up in the workdir
-           "--configfile", str(REPO / "config.yaml"),
-           *[str(p if Path(p).is_absolute() else REPO / p) for p in configs]]
+    cmd = snakemake_command(workdir, *args, configs=configs)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
