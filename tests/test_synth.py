@@ -13,19 +13,10 @@ from math_verify import parse, verify
 from PIL import Image
 
 from mmfr.synth import FAMILIES, compose, describe, generate, solution, split_of
+from mmfr.synth.puzzle import DIRECTIONS
 
 N, SEED = 48, 7
 KEYS = {"original_id", "question", "answer", "answer_type", "choices", "image", "metadata", "domain"}
-DIRECTIONS = {
-    0: "up",
-    45: "up-right",
-    90: "right",
-    135: "down-right",
-    180: "down",
-    225: "down-left",
-    270: "left",
-    315: "up-left",
-}
 POLYGONS = {3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon", 7: "heptagon", 8: "octagon"}
 
 
