@@ -266,3 +266,18 @@ def test_sft_then_gspo(tiny, tmp_path):
     assert load_processor(str(tmp_path / "gspo")).tokenizer.eos_token == "<|im_end|>"
     with pytest.raises(ValueError, match="unknown gspo config keys"):
         gspo(str(tmp_path / "sft0"), [shard], str(tmp_path / "x"), {"lr": 1.0}, seed=0)
+
+
+def test_vllm_engine_gets_an_image_limit_only_for_image_text_models(tmp_path):
+    """vLLM refuses ``limit_mm_per_prompt`` for a text-only model (the cleaners, the judge, the expander)."""
+    from transformers import Qwen3Config, Qwen3VLConfig
+
+    from mmfr.generate.vllm import engine_kwargs
+
+    Qwen3VLConfig().save_pretrained(tmp_path / "vl")
+    Qwen3Config().save_pretrained(tmp_path / "text")
+    vl = engine_kwargs({"model": str(tmp_path / "vl"), "tensor_parallel_size": 8})
+    assert vl["limit_mm_per_prompt"] == {"image": 1} and vl["tensor_parallel_size"] == 8
+    assert "limit_mm_per_prompt" not in engine_kwargs({"model": str(tmp_path / "text")})
+    assert engine_kwargs({"model": "any/model", "max_images": 4})["limit_mm_per_prompt"] == {"image": 4}
+    assert "limit_mm_per_prompt" not in engine_kwargs({"model": "any/model", "max_images": 0})

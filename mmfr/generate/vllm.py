@@ -73,9 +73,37 @@ def _error(request: Request, key: str, e: Exception) -> Response:
                     finish_reason="error", error=f"{type(e).__name__}: {e}")
 
 
+def is_multimodal(spec: dict) -> bool:
+    """Does the model take images? From its Hugging Face config (a ``vision_config``), read from the
+    local cache or directory; vLLM refuses ``limit_mm_per_prompt`` for a text-only model."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(spec["model"], revision=spec.get("revision"),
+                                     trust_remote_code=bool(spec.get("trust_remote_code", False)))
+    return any(getattr(cfg, name, None) is not None for name in ("vision_config", "visual", "vision_tower"))
+
+
+def engine_kwargs(spec: dict) -> dict:
+    """The ``vllm.LLM`` arguments for a model block. ``max_images`` caps images per prompt for an
+    image-text model (default 1); a text-only model (``max_images: 0``, or no vision part in its
+    config) gets no multimodal limit at all."""
+    kwargs = {"model": spec["model"], "revision": spec.get("revision"),
+              "tensor_parallel_size": int(spec.get("tensor_parallel_size", 1)),
+              "max_model_len": spec.get("max_model_len"), "dtype": spec.get("dtype", "auto"),
+              "gpu_memory_utilization": float(spec.get("gpu_memory_utilization", 0.9)),
+              "seed": int(spec.get("seed", 0))}
+    images = spec.get("max_images")
+    if images is None:
+        images = 1 if is_multimodal(spec) else 0
+    if int(images) > 0:
+        kwargs["limit_mm_per_prompt"] = {"image": int(images)}
+    return kwargs
+
+
 class VLLMBackend:
     """Generation with ``vllm.LLM.chat``. ``spec``: ``{model, revision, tensor_parallel_size [1],
-    max_model_len [model's], gpu_memory_utilization [0.9], dtype ["auto"], max_images [1], seed [0],
+    max_model_len [model's], gpu_memory_utilization [0.9], dtype ["auto"], max_images [1 for an
+    image-text model, 0 for a text-only one], seed [0],
     chunk_size [1024], sampling: {temperature, top_p, top_k, max_new_tokens, repetition_penalty}}``."""
 
     name = "vllm"
@@ -90,11 +118,25 @@ class VLLMBackend:
                               "(snakemake --use-conda)") from e
         self.sampling = resolve_sampling(spec)
         self.chunk_size = int(spec.get("chunk_size", 1024))
-        self.llm = LLM(model=spec["model"], revision=spec.get("revision"),
-                       tensor_parallel_size=int(spec.get("tensor_parallel_size", 1)),
-                       max_model_len=spec.get("max_model_len"), dtype=spec.get("dtype", "auto"),
-                       gpu_memory_utilization=float(spec.get("gpu_memory_utilization", 0.9)),
-                       limit_mm_per_prompt={"image": int(spec.get("max_images", 1))}, seed=int(spec.get("seed", 0)))
+        self.llm = LLM(**engine_kwargs(spec))
+
+    def close(self) -> None:
+        """Free the GPUs so that the same process can load another model."""
+        import gc
+
+        import torch
+
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except ImportError:  # an older or newer vLLM without these: dropping the engine is the best we can do
+            pass
+        del self.llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _params(self, seed: int):
         from vllm import SamplingParams
