@@ -1,4 +1,5 @@
 # make demo : create the environment and run the whole graph on the embedded offline default
+# make report: (re)write results/report.html, the Snakemake report of the demo build
 # make test : create the environment if needed and run the test suite
 VENV ?= .venv
 PYTHON ?= python3
@@ -8,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env demo test lint dry-run clean-demo
+.PHONY: env demo report test lint dry-run clean-demo
 
 env: $(VENV)/.installed
 
@@ -23,7 +24,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: env
 	$(BIN)/snakemake --profile profiles/demo all
+	$(BIN)/snakemake --profile profiles/demo --report results/report.html all
 	$(BIN)/mmfr show results/summary.duckdb
+
+# the report of the demo build (tables and plots of results/summary.duckdb), self-contained HTML
+report: env
+	$(BIN)/snakemake --profile profiles/demo --report results/report.html all
 
 test: env
 	$(BIN)/pytest -q tests

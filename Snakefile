@@ -12,6 +12,9 @@ configfile: "config.yaml"
 validate(config, "schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/sources.smk"
 include: "rules/annotate.smk"
@@ -26,6 +29,7 @@ rule all:
     input:
         all_score_tables(),
         "results/summary.duckdb",
+        rules.report_figures.output,
 
 
 rule datasets:

@@ -69,6 +69,12 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
               UNION ALL SELECT 'cot', '(all)', cot_tokens FROM t
               UNION ALL SELECT 'caption', '(all)', caption_tokens FROM t)
         GROUP BY kind, source ORDER BY kind, source""")
+    # the histogram behind token_stats: how many verified traces have each length
+    con.execute(f"""CREATE TABLE token_lengths AS
+        WITH t AS (SELECT source, cot_tokens, caption_tokens FROM {ver} WHERE verdict = 'correct')
+        SELECT kind, source, v tokens, count(*) n
+        FROM (SELECT 'cot' kind, source, cot_tokens v FROM t UNION ALL SELECT 'caption', source, caption_tokens FROM t)
+        GROUP BY ALL ORDER BY ALL""")
     con.execute(f"""CREATE TABLE pass_rates AS SELECT source, pass_rate, count(*) n
         FROM {pr} GROUP BY ALL ORDER BY ALL""")
     con.execute("""CREATE TABLE sources AS
@@ -83,12 +89,12 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
         files = sorted(os.path.join(d, "data", f) for f in os.listdir(os.path.join(d, "data")))
         name = os.path.basename(d.rstrip("/"))
         subset_rows += [(name, *r) for r in con.execute(
-            f"SELECT source, count(*), avg(pass_rate), avg(cot_tokens) FROM {_parquet(files)} GROUP BY source "
-            "ORDER BY source").fetchall()]
-    con.execute("CREATE TABLE subsets (subset VARCHAR, source VARCHAR, n BIGINT, mean_pass_rate DOUBLE, "
-                "mean_cot_tokens DOUBLE)")
+            f"SELECT source, domain, count(*), avg(pass_rate), avg(cot_tokens) FROM {_parquet(files)} "
+            "GROUP BY ALL ORDER BY ALL").fetchall()]
+    con.execute("CREATE TABLE subsets (subset VARCHAR, source VARCHAR, domain VARCHAR, n BIGINT, "
+                "mean_pass_rate DOUBLE, mean_cot_tokens DOUBLE)")
     if subset_rows:
-        con.executemany("INSERT INTO subsets VALUES (?, ?, ?, ?, ?)", subset_rows)
+        con.executemany("INSERT INTO subsets VALUES (?, ?, ?, ?, ?, ?)", subset_rows)
     _scores(con, inputs["eval_items"])
     _training(con, inputs["models"])
     _provenance(con, [p for k, paths in inputs.items() for p in paths])

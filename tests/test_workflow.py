@@ -108,6 +108,25 @@ def test_demo_end_to_end(demo_run):
     assert all(p < 1 for p in sft["pass_rate"])
 
 
+def test_report_of_the_demo_build(demo_run, tmp_path):
+    """`all` draws the report's plots and tables; `snakemake --report` packs them (about 10 s)."""
+    import zipfile
+
+    from mmfr.report import PLOTS, TABLES
+
+    con = duckdb.connect(str(demo_run / "results/summary.duckdb"), read_only=True)
+    # the histogram behind the token statistics counts every verified-correct trace once
+    assert con.execute("SELECT sum(n) FROM token_lengths WHERE kind = 'cot'").fetchone() == \
+        con.execute("SELECT n FROM token_stats WHERE kind = 'cot' AND source = '(all)'").fetchone()
+    raw = dict(con.execute("SELECT source, raw FROM accounting").fetchall())
+    yields = (demo_run / "results/report/yields.csv").read_text().splitlines()
+    assert yields[0].startswith("source,raw,kept,") and len(yields) == len(raw) + 2  # + header, (all)
+    assert yields[-1].startswith(f"(all),{sum(raw.values())},")
+    snakemake(demo_run, "--report", str(tmp_path / "report.zip"), "all")
+    names = {Path(n).name for n in zipfile.ZipFile(tmp_path / "report.zip").namelist()}
+    assert {f"{n}.svg" for n in PLOTS} | {f"{n}.html" for n in TABLES} | {"report.html"} <= names
+
+
 def test_second_run_does_nothing(demo_run):
     proc = snakemake(demo_run, "-n", "all")
     assert "Nothing to be done" in proc.stdout + proc.stderr
@@ -120,7 +139,8 @@ def test_changing_a_subset_threshold_reruns_only_what_depends_on_it(demo_run, tm
     proc = snakemake(demo_run, "-n", "all", configs=("recipes/demo.yaml", "tests/tiny.yaml", str(overlay)))
     counts = job_counts(proc.stdout)
     counts.pop("total")
-    assert counts == {"subset": 1, "sft": 1, "gspo": 1, "evaluate": 2, "score_table": 1, "summary": 1, "all": 1}
+    assert counts == {"subset": 1, "sft": 1, "gspo": 1, "evaluate": 2, "score_table": 1, "summary": 1,
+                      "report_figures": 1, "all": 1}
 
 
 DATA_STAGES = ("std", "dedup", "clean", "captions", "traces", "verified", "passrate", "subsets")
