@@ -45,7 +45,7 @@ def _run(records, task, text_of, n, model, seed, journal_path, prompt_name):
     reqs = _requests(records, task, text_of, n, seed)
     sampling = model.get("sampling", {})
     keys = [request_key(model, sampling, r, prompt_version) for r in reqs]
-    responses = generate(lambda: make_backend(model), reqs, keys, journal_path)
+    responses = generate(lambda: make_backend(model, config_key=f"models.{task}"), reqs, keys, journal_path)
     return reqs, [responses[k] for k in keys]
 
 
@@ -151,7 +151,7 @@ def expand_shard(records_path: str, traces_path: str, out: str, model: dict, spe
         todo.append((t, short))
     sampling = model.get("sampling", {})
     keys = [request_key(model, sampling, r, prompt_version) for r in reqs]
-    responses = generate(lambda: make_backend(model), reqs, keys, journal)
+    responses = generate(lambda: make_backend(model, config_key="models.expand"), reqs, keys, journal)
     expanded = {}
     for (t, short), k in zip(todo, keys):
         p = responses[k]

@@ -40,7 +40,7 @@ def prepare_base(spec: dict, out_dir: str, seed: int) -> None:
         warm_up(init, out_dir, spec["warmup"], seed)
         shutil.rmtree(init)
         return
-    fetch_model(spec["model"], spec.get("revision"), out_dir)
+    fetch_model(spec["model"], spec.get("revision"), out_dir, key=f"students[size={spec['size']}].model")
 
 
 def warm_up(init_dir: str, out_dir: str, cfg: dict, seed: int) -> None:
@@ -71,8 +71,12 @@ def warm_up(init_dir: str, out_dir: str, cfg: dict, seed: int) -> None:
         sft(init_dir, [path], out_dir, train_cfg, seed)
 
 
-def fetch_model(model: str, revision: str | None, out_dir: str) -> None:
-    """A local directory is copied; anything else is a hub id downloaded at ``revision``."""
+def fetch_model(model: str, revision: str | None, out_dir: str, key: str | None = None) -> None:
+    """A local directory is copied; anything else is a hub id downloaded at ``revision``. A local
+    path that does not exist is an error naming ``key``, where the config gives it."""
+    from mmfr.models import require_model
+
+    require_model(model, key)
     if os.path.isdir(model):
         shutil.copytree(model, out_dir)
         return
@@ -93,6 +97,9 @@ def prepare_tokenizer(spec: dict, out_json: str) -> None:
     else:
         from transformers import AutoTokenizer
 
+        from mmfr.models import require_model
+
+        require_model(spec["model"], "tokenizer.model")
         AutoTokenizer.from_pretrained(spec["model"], revision=spec.get("revision")).save_pretrained(out_dir)
     if not os.path.exists(out_json):
         raise FileNotFoundError(f"tokenizer.{spec['kind']}: no tokenizer.json was written to {out_dir}")

@@ -29,13 +29,15 @@ def student_requests(records: list[dict], n: int, seed: int, stage: str) -> list
     return out
 
 
-def ask(records: list[dict], model: dict, n: int, seed: int, stage: str, journal: str | None):
-    """Generate n student-prompt answers per record; returns (requests, responses) aligned."""
+def ask(records: list[dict], model: dict, n: int, seed: int, stage: str, journal: str | None,
+        config_key: str | None = None):
+    """Generate n student-prompt answers per record; returns (requests, responses) aligned.
+    ``config_key``: where the config gives ``model``, for the backend's errors."""
     _, version = prompts.load("student")
     model = resolve_model(model)
     reqs = student_requests(records, n, seed, stage)
     keys = [request_key(model, model.get("sampling", {}), r, version) for r in reqs]
-    responses = generate(lambda: make_backend(model), reqs, keys, journal)
+    responses = generate(lambda: make_backend(model, config_key=config_key), reqs, keys, journal)
     return reqs, [responses[k] for k in keys]
 
 
@@ -54,7 +56,7 @@ def pass_rate_shard(shard: str, verified: str, out: str, model: dict, k: int, se
     correct = set(pq.read_table(verified, filters=pc.field("verdict") == "correct",
                                 columns=["id"]).column("id").to_pylist())
     records = [r for r in pq.read_table(shard).to_pylist() if r["id"] in correct]
-    reqs, resps = ask(records, model, k, seed, "passrate", journal)
+    reqs, resps = ask(records, model, k, seed, "passrate", journal, config_key="models.proxy")
     cfg = VerifyConfig(require_template=False)
     by_id = {r["id"]: r for r in records}
     tally = {r["id"]: [0, 0, 0] for r in records}  # correct, truncated, error

@@ -208,6 +208,28 @@ def build_tiny_model(out_dir: str, arch: dict, corpus: list[str], seed: int) -> 
     _processor(tok, _image_processor(a), qwen3_vl_chat_template).save_pretrained(out_dir)
 
 
+LOCAL_PREFIXES = ("/", "./", "../", "~", "models/")
+
+
+def looks_local(model: str) -> bool:
+    """Whether ``model`` names a directory rather than a Hub id (``name`` or ``org/name``): it starts
+    like a path, or has more parts than a Hub id can."""
+    return model.startswith(LOCAL_PREFIXES) or model.count("/") > 1 or "\\" in model
+
+
+def require_model(model: str, key: str | None = None) -> None:
+    """Fail with the config key (``key``, say ``models.proxy.model``) and the path when ``model`` is a
+    local path that does not exist, before Hugging Face takes it for a Hub id and fails naming neither."""
+    if not looks_local(model) or os.path.exists(os.path.expanduser(model)):
+        return
+    hint = ("under models/ this workflow builds models/base/<size> (rule base_model) and "
+            "models/<subset>/<size>/<stage>" if model.startswith("models/")
+            else "give an existing checkpoint directory, or a Hub id as org/name")
+    where = f"{key}: " if key else ""
+    raise FileNotFoundError(f"{where}model {model!r} is a local path that does not exist "
+                            f"(relative to {os.getcwd()}); {hint}")
+
+
 def _local_dir(path: str, revision: str | None) -> str:
     """A local directory for ``path``: itself, or the hub snapshot of its processor files."""
     if os.path.isdir(path):
@@ -217,9 +239,11 @@ def _local_dir(path: str, revision: str | None) -> str:
     return snapshot_download(path, revision=revision, allow_patterns=["*.json", "*.jinja", "*.txt"])
 
 
-def load_processor(path: str, revision: str | None = None):
+def load_processor(path: str, revision: str | None = None, key: str | None = None):
     """The Qwen3-VL processor of a model directory or hub id, assembled by hand from the tokenizer,
-    the PIL image processor and the chat template (``AutoProcessor`` needs torchvision)."""
+    the PIL image processor and the chat template (``AutoProcessor`` needs torchvision).
+    ``key`` names where the config gives ``path``, for the error when a local path is missing."""
+    require_model(path, key)
     from transformers import AutoImageProcessor, AutoTokenizer
 
     local = _local_dir(path, revision)
@@ -239,9 +263,11 @@ def load_processor(path: str, revision: str | None = None):
     return _processor(tok, image_processor, template)
 
 
-def load_model(path: str, revision: str | None = None, device: str = "cpu", dtype: str = "auto"):
+def load_model(path: str, revision: str | None = None, device: str = "cpu", dtype: str = "auto",
+               key: str | None = None):
     """A Qwen3-VL (any image-text-to-text model) from a directory or hub id, in eval mode on ``device``.
-    ``dtype`` is "auto" (as saved), "float32", "bfloat16" or "float16"."""
+    ``dtype`` is "auto" (as saved), "float32", "bfloat16" or "float16"; ``key`` as in ``load_processor``."""
+    require_model(path, key)
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(path, revision=revision, dtype=dtype)

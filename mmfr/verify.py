@@ -418,7 +418,7 @@ def _judge(rows: list[dict], records: dict, judge: dict, seed: int, journal: str
         reqs.append(Request(r["id"], tuple(judge_messages(question, rec["answer"], r["extracted"] or "")), (),
                             r["sample_index"], schema.seed_for(seed, "judge", r["id"], r["sample_index"])))
     keys = [request_key(judge, judge.get("sampling", {}), q, version) for q in reqs]
-    answers = generate(lambda: make_backend(judge), reqs, keys, journal)
+    answers = generate(lambda: make_backend(judge, config_key="models.judge"), reqs, keys, journal)
     for r, k in zip(todo, keys):
         resp = answers[k]
         if resp.finish_reason != "stop":

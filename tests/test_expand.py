@@ -61,7 +61,7 @@ class Counting(ScriptedBackend):
 @pytest.fixture
 def counting(monkeypatch):
     Counting.calls = []
-    monkeypatch.setattr(annotate, "make_backend", lambda spec: Counting(spec))
+    monkeypatch.setattr(annotate, "make_backend", lambda spec, **_: Counting(spec))
     return Counting.calls
 
 
@@ -156,7 +156,7 @@ class Fixed:
 def test_replies_that_did_not_finish_or_left_the_cue_are_not_traces(shard, monkeypatch, tmp_path, text, reason,
                                                                     require_cue, outcome):
     root, _, traces = shard
-    monkeypatch.setattr(annotate, "make_backend", lambda spec: Fixed(text, reason))
+    monkeypatch.setattr(annotate, "make_backend", lambda spec, **_: Fixed(text, reason))
     out = tmp_path / "out.parquet"
     expand_shard(str(root / "records.parquet"), str(root / "traces.parquet"), str(out),
                  {**REASONER, "model": "fixed"}, {"cue": "Wait,", "require_cue": require_cue}, 7, None)

@@ -281,3 +281,24 @@ def test_vllm_engine_gets_an_image_limit_only_for_image_text_models(tmp_path):
     assert "limit_mm_per_prompt" not in engine_kwargs({"model": str(tmp_path / "text")})
     assert engine_kwargs({"model": "any/model", "max_images": 4})["limit_mm_per_prompt"] == {"image": 4}
     assert "limit_mm_per_prompt" not in engine_kwargs({"model": "any/model", "max_images": 0})
+
+
+def test_a_missing_local_model_names_its_config_key(tmp_path, monkeypatch):
+    from mmfr.checkpoints import prepare_base
+    from mmfr.generate import make_backend
+    from mmfr.models import looks_local, require_model
+
+    monkeypatch.chdir(tmp_path)
+    assert not any(looks_local(m) for m in ("Qwen/Qwen3-VL-8B-Instruct", "gpt2", "org/name-v1.5"))
+    assert all(looks_local(m) for m in ("/data/ckpt/qwen", "./ckpt", "../ckpt", "models/tiny", "ckpt/qwen/step-100"))
+    (tmp_path / "ckpt").mkdir()
+    require_model("./ckpt", "models.proxy.model")  # there: fine
+    require_model("Qwen/Qwen3-VL-8B-Instruct")  # a Hub id: not a path, nothing is looked up
+    with pytest.raises(FileNotFoundError, match=r"^models\.proxy\.model: model 'models/tiny' is a local path "
+                                                r"that does not exist .*rule base_model"):
+        make_backend({"backend": "transformers", "model": "models/tiny"}, config_key="models.proxy")
+    with pytest.raises(FileNotFoundError, match=r"^model '/data/ckpt/qwen' .*Hub id as org/name"):
+        load_model("/data/ckpt/qwen")
+    with pytest.raises(FileNotFoundError, match=r"^students\[size=8b\]\.model: model '/data/ckpt/qwen'"):
+        prepare_base({"size": "8b", "model": "/data/ckpt/qwen", "revision": None}, str(tmp_path / "base"), 0)
+    assert not (tmp_path / "base").exists()

@@ -70,15 +70,18 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, spec: dict, **kwargs):
-        """Load model and processor now; ``kwargs`` (``make_backend``'s extras) are not used."""
+    def __init__(self, spec: dict, config_key: str | None = None, **kwargs):
+        """Load model and processor now. ``config_key`` names the config block of ``spec`` (say
+        ``models.proxy``) in the error for a local model path that does not exist; other ``kwargs``
+        (``make_backend``'s extras) are not used."""
         from mmfr.models import load_model, load_processor
 
         self.sampling = resolve_sampling(spec)
         self.batch_size = int(spec.get("batch_size", 16))
         self.device = spec.get("device", "cpu")
-        self.model = load_model(spec["model"], spec.get("revision"), self.device, spec.get("dtype", "auto"))
-        self.processor = load_processor(spec["model"], spec.get("revision"))
+        key = f"{config_key}.model" if config_key else None
+        self.model = load_model(spec["model"], spec.get("revision"), self.device, spec.get("dtype", "auto"), key)
+        self.processor = load_processor(spec["model"], spec.get("revision"), key)
         self.processor.tokenizer.padding_side = "left"
         tokenizer = self.processor.tokenizer
         eos = self.model.generation_config.eos_token_id
