@@ -3,8 +3,8 @@
 For each artifact on the way (the target, its inputs, their inputs, ...) it recomputes the content
 hash and compares it with the provenance record, checks that every input still has the hash the
 artifact was built from, and notes artifacts built by other code than the installed ``mmfr``.
-Params that no longer match the config are found by Snakemake itself
-(``snakemake --list-changes params``), which the CLI runs when given the config.
+Params that no longer match the config are found by Snakemake itself (the status column of
+``snakemake --summary``), which the CLI runs when given the config.
 """
 
 from __future__ import annotations
@@ -86,6 +86,19 @@ def audit(target: str, params_changed: set[str] = frozenset(), check_code: bool 
     order = list(PROBLEMS)
     findings.sort(key=lambda f: (order.index(f.problem), f.artifact))
     return walked, findings
+
+
+def params_changed(summary: str) -> set[str]:
+    """The outputs whose status in ``snakemake --summary`` is "params changed". (Not ``--list-changes
+    params``: Snakemake 9.27 lists there every output with recorded params, changed or not.)"""
+    lines = summary.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("output_file\t")), None)
+    if start is None:
+        raise ValueError("no `snakemake --summary` table (its header begins with output_file)")
+    columns = lines[start].split("\t")
+    rows = [line.split("\t") for line in lines[start + 1:]]
+    status = columns.index("status")
+    return {r[0] for r in rows if len(r) == len(columns) and r[status] == "params changed"}
 
 
 def _record(artifact: str) -> dict | None:

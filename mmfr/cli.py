@@ -56,16 +56,19 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
-def audit(target: str, configfiles: list[str] | None, check_code: bool) -> int:
+def audit(target: str, configfiles: list[str] | None, check_code: bool, snakefile: str | None = None) -> int:
     """Print the audit of ``target``; exit status 1 when anything does not match."""
-    from mmfr.audit import audit as run, report
+    from mmfr.audit import audit as run, params_changed, report
 
     changed = set()
     if configfiles:
         snakemake = os.path.join(os.path.dirname(sys.executable), "snakemake")
-        out = subprocess.run([snakemake, "--list-changes", "params", "--configfile", *configfiles],
-                             capture_output=True, text=True, check=True).stdout
-        changed = {line.strip() for line in out.splitlines() if line.strip() and " " not in line.strip()}
+        proc = subprocess.run([snakemake, *(["-s", snakefile] if snakefile else []), "--summary",
+                               "--configfile", *configfiles], capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"mmfr audit: `snakemake --summary` failed (run it where the Snakefile is, or give "
+                     f"--snakefile):\n{proc.stderr[-3000:]}")
+        changed = params_changed(proc.stdout)
     walked, findings = run(target, changed, check_code)
     print(report(target, walked, findings))
     return 1 if findings else 0
@@ -84,9 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("target", help="an artifact path, e.g. data/subsets/mfr123k or results/summary.duckdb")
     p.add_argument("--configfile", nargs="+", help="also ask Snakemake which artifacts' params changed")
     p.add_argument("--no-code", action="store_true", help="do not report artifacts built by other code")
+    p.add_argument("--snakefile", help="the workflow's Snakefile, when the build directory is not the repo "
+                                       "(then give config.yaml first in --configfile)")
     args = parser.parse_args(argv)
     if args.command == "audit":
-        sys.exit(audit(args.target, args.configfile, not args.no_code))
+        sys.exit(audit(args.target, args.configfile, not args.no_code, args.snakefile))
     if args.command == "show":
         show(args.summary)
     elif args.command == "plan":

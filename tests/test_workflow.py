@@ -9,7 +9,7 @@ import duckdb
 import pyarrow.parquet as pq
 import yaml
 
-from conftest import REPO, snakemake
+from conftest import DEMO_CONFIGS, REPO, snakemake
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -241,6 +241,23 @@ def test_audit_names_a_tampered_intermediate_shard(demo_run, tmp_path):
     assert any(line.split()[:2] == ["content", "data/clean/synth_counting/00000.parquet"] for line in lines)
     # the artifacts built from it are named as built from another version of it
     assert any(line.split()[:2] == ["stale_input", "data/traces/synth_counting/00000.parquet"] for line in lines)
+
+
+def test_audit_names_the_artifact_whose_params_the_config_changes(demo_run, tmp_path):
+    """`mmfr audit --configfile ...` asks Snakemake which outputs the config now gives other params."""
+    import subprocess
+    import sys
+
+    overlay = tmp_path / "threshold.yaml"
+    overlay.write_text("subsets:\n  - {name: mfr586k, where: 'pass_rate < 0.75'}\n"
+                       "  - {name: mfr123k, where: 'pass_rate = 0'}\n")
+    configs = [str(REPO / p) for p in ("config.yaml", *DEMO_CONFIGS)] + [str(overlay)]
+    mmfr = [str(Path(sys.executable).parent / "mmfr"), "audit", "results/summary.duckdb", "--no-code",
+            "--snakefile", str(REPO / "Snakefile"), "--configfile", *configs]
+    proc = subprocess.run(mmfr, cwd=demo_run, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    # the lineage of the summary holds both subsets: only the one whose filter changed is named
+    assert [line.split()[:2] for line in proc.stdout.splitlines()[1:]] == [["params", "data/subsets/mfr586k"]]
 
 
 def test_cluster_resources_follow_the_recipe_and_the_site_overlay(tmp_path):
