@@ -642,6 +642,48 @@ def llava_cot(rec: dict, spec: dict, index: int) -> list[dict]:
                                          chat=("conversations",)))
 
 
+def grounded_mcq(rec: dict, spec: dict, index: int) -> list[dict]:
+    """Long Grounded Thoughts' "scale" and "complexity" stages on a detection dataset, COCO layout
+    (e.g. detection-datasets/coco): ``image``, ``objects`` {``bbox``, ``category``} (``bbox_format``
+    xywh as in COCO, or xyxy; a numeric category is named by the source's ``labels``), ``width`` and
+    ``height`` (else the image's own size), ``image_id`` or ``id``. Each image gives
+    ``questions_per_image`` simple questions and ``composed_per_image`` compositions of two of them
+    (mmfr.grounded), all four-option (or two-option) choice questions that the boxes decide."""
+    from PIL import Image
+
+    from mmfr import grounded
+    from mmfr.config import COMPOSED_PER_IMAGE, QUESTIONS_PER_IMAGE
+
+    cols, tried = {}, {}
+    for key, names in (("image", ("image", "images")), ("objects", ("objects", "annotations")),
+                       ("id", ("image_id", "id")), ("width", ("width",)), ("height", ("height",))):
+        cols[key], tried[key] = _pick(rec, spec, key, names)
+    if need := {k: tried[k] for k in ("image", "objects") if not cols[k]}:
+        raise _missing(rec, spec, need)
+    image = _images(rec[cols["image"]], spec.get("image_root"))
+    try:
+        boxes = grounded.boxes_from(rec[cols["objects"]], spec.get("bbox_format", "xywh"), spec.get("labels"))
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        raise AdapterError(f"source {spec.get('name', '?')!r}, record {index}: objects: {e}") from e
+    if cols["width"] and cols["height"]:
+        width, height = float(rec[cols["width"]]), float(rec[cols["height"]])
+    else:
+        with Image.open(io.BytesIO(image[0])) as im:  # the header only
+            width, height = im.size
+    if any(b.x1 < b.x0 or b.y1 < b.y0 or b.x1 > 1.02 * width or b.y1 > 1.02 * height for b in boxes):
+        raise AdapterError(f"source {spec.get('name', '?')!r}, record {index}: boxes fall outside the "
+                           f"{width:.0f}x{height:.0f} image as bbox_format {spec.get('bbox_format', 'xywh')!r}: "
+                           "is the source's `bbox_format` right (xywh or xyxy)?")
+    image_id = rec[cols["id"]] if cols["id"] else index
+    questions = grounded.questions_for(f"{spec.get('name')}/{image_id}", boxes, width, height,
+                                       int(spec.get("questions_per_image", QUESTIONS_PER_IMAGE)),
+                                       int(spec.get("composed_per_image", COMPOSED_PER_IMAGE)))
+    used = {cols["image"], cols["id"]}  # the boxes stay in metadata: the image's grounding
+    return [make_row(rec, spec, index, used=used, question=q.text(), answer=q.answer, choices=q.choices, images=image,
+                     original_id=f"{image_id}#{k}", extra={"lgt_kind": q.kind, "facts": q.facts, "answer": q.answer})
+            for k, q in enumerate(questions)]
+
+
 ADAPTERS: dict[str, Callable[[dict, dict, int], list[dict]]] = {
     "raw": raw,
     "generic": generic,
@@ -658,5 +700,6 @@ ADAPTERS: dict[str, Callable[[dict, dict, int], list[dict]]] = {
     "gameqa": gameqa,
     "puzzlevqa": puzzlevqa,
     "visualsphinx": visualsphinx,
+    "grounded_mcq": grounded_mcq,
     "llava_cot": llava_cot,
 }

@@ -4,6 +4,10 @@ A text LLM rewrites each question (English, no noise, no "answer directly" instr
 it unanswerable; a second text LLM extracts the final answer of items that came with a worked
 solution only. Both go through the one generation interface, so every response is cached per
 sample and a rerun or a resumed job generates nothing twice. Either model may be null (skipped).
+
+On a cluster the two models are loaded once for several shards (``generate_group``, one GPU job per
+``grouping.clean_rows`` rows); the per-shard ``clean_shard`` jobs then find every response in the
+journals and load no model.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmfr import adapters, prompts, schema
-from mmfr.generate import Request, generate, make_backend, request_key
+from mmfr.generate import LoadedModel, Request, generate, make_backend, request_key
 from mmfr.sources import DROPPED, dropped_row, tally
 
 log = logging.getLogger(__name__)
@@ -54,22 +58,24 @@ def _text_request(rec: dict, task: str, text: str, seed: int, **context) -> Requ
     return Request(rec["id"], messages, (), 0, schema.seed_for(seed, task, rec["id"]), {"task": task, **context})
 
 
-def _ask(records: list[dict], task: str, render, model: dict, seed: int, journal: str | None, **context_of):
+def _ask(records: list[dict], task: str, render, model: dict, seed: int, journal: str | None,
+         loaded: LoadedModel | None, **context_of):
     _, version = prompts.load(task)
     reqs = [_text_request(r, task, render(r), seed, **{k: f(r) for k, f in context_of.items()}) for r in records]
     keys = [request_key(model, model.get("sampling", {}), q, version) for q in reqs]
-    responses = generate(lambda: make_backend(model), reqs, keys, journal)
+    responses = generate(loaded.factory(model) if loaded else lambda: make_backend(model), reqs, keys, journal)
     return [responses[k] for k in keys]
 
 
-def clean_records(records: list[dict], model: dict | None, seed: int, journal: str | None = None):
+def clean_records(records: list[dict], model: dict | None, seed: int, journal: str | None = None,
+                  loaded: LoadedModel | None = None):
     """Rewrite questions in place; returns the records flagged unanswerable (removed from ``records``)."""
     if not model:
         for r in records:
             r["clean_status"] = "skipped"
         return []
     responses = _ask(records, "clean", lambda r: prompts.render("clean", question=r["question"]), model, seed,
-                     journal, question=lambda r: r["question"])
+                     journal, loaded, question=lambda r: r["question"])
     unanswerable = []
     for rec, resp in zip(records, responses):
         if resp.finish_reason != "stop":
@@ -88,7 +94,8 @@ def clean_records(records: list[dict], model: dict | None, seed: int, journal: s
     return unanswerable
 
 
-def extract_answers(records: list[dict], model: dict | None, seed: int, journal: str | None = None):
+def extract_answers(records: list[dict], model: dict | None, seed: int, journal: str | None = None,
+                    loaded: LoadedModel | None = None):
     """Fill the answer of records that have only a solution; returns (record, why) for those left without."""
     todo = [r for r in records if not r["answer"]]
     for r in records:
@@ -99,7 +106,7 @@ def extract_answers(records: list[dict], model: dict | None, seed: int, journal:
         return [(r, "no answer and no extract model configured") for r in todo]
     responses = _ask(todo, "extract", lambda r: prompts.render("extract", question=r["question"],
                                                                  solution=r["solution"]),
-                     model, seed, journal, question=lambda r: r["question"], solution=lambda r: r["solution"],
+                     model, seed, journal, loaded, question=lambda r: r["question"], solution=lambda r: r["solution"],
                      answer_type=lambda r: r["answer_type"], choices=lambda r: r["choices"])
     missing = []
     for rec, resp in zip(todo, responses):
@@ -132,9 +139,7 @@ def clean_shard(std: str, drops: str, out: str, dropped_out: str, clean_model: d
     duplicates and contaminated ones as dedup decided, unanswerable ones, and ones whose answer
     could not be extracted). Returns {kept, dropped: {category: {reason: n}}, clean_status: {...}}.
     """
-    records = pq.read_table(std).to_pylist()
-    ids = {r["id"] for r in records}
-    verdicts = {d["id"]: d for d in pq.read_table(drops).to_pylist() if d["id"] in ids}
+    records, verdicts = _read(std, drops)
     dropped = [dropped_row(r["source"], r["original_id"], verdicts[r["id"]]["reason"],
                            _match(verdicts[r["id"]]), verdicts[r["id"]]["category"], r["question"], r["answer"], r["id"])
                for r in records if r["id"] in verdicts]
@@ -163,6 +168,39 @@ def clean_shard(std: str, drops: str, out: str, dropped_out: str, clean_model: d
     counts = {"kept": len(records), "dropped": tally(dropped), "clean_status": status}
     log.info("%s: %s", out, counts)
     return counts
+
+
+def generate_group(stds: list[str], journals: list[str], drops: str, clean_model: dict | None,
+                   extract_model: dict | None, seed: int) -> dict:
+    """The model calls of ``clean_shard`` for several shards in one job: every cleaning request with
+    one load of the cleaning model, then every extraction with one load of the extraction model.
+    Responses go to each shard's journals (``journals[i]`` for ``stds[i]``), where the per-shard jobs
+    find them. Reads no image. Returns {shards, rows, unanswerable, to_extract}."""
+    loaded = LoadedModel()
+    try:
+        shards = []
+        for std in stds:
+            columns = [c for c in pq.read_schema(std).names if c != "image"]
+            records, verdicts = _read(std, drops, columns)
+            shards.append([r for r in records if r["id"] not in verdicts])
+        unanswerable = sum(len(clean_records(records, clean_model, seed, _journal(j, "clean"), loaded))
+                           for records, j in zip(shards, journals))
+        to_extract = sum(1 for records in shards for r in records if not r["answer"])
+        for records, j in zip(shards, journals):
+            extract_answers(records, extract_model, seed, _journal(j, "extract"), loaded)
+    finally:
+        loaded.close()
+    counts = {"shards": len(stds), "rows": sum(map(len, shards)), "unanswerable": unanswerable,
+              "to_extract": to_extract}
+    log.info("%s", counts)
+    return counts
+
+
+def _read(std: str, drops: str, columns: list[str] | None = None) -> tuple[list[dict], dict[str, dict]]:
+    """A standardised shard's records, and dedup's verdicts on those of them it dropped."""
+    records = pq.read_table(std, columns=columns).to_pylist()
+    ids = {r["id"] for r in records}
+    return records, {d["id"]: d for d in pq.read_table(drops).to_pylist() if d["id"] in ids}
 
 
 def _match(drop: dict) -> str:

@@ -12,6 +12,34 @@ class ConfigError(ValueError):
     pass
 
 
+# Questions adapter grounded_mcq writes per image, unless the source says otherwise
+QUESTIONS_PER_IMAGE, COMPOSED_PER_IMAGE = 4, 2
+
+
+def source_rows(source: dict) -> int:
+    """Items a source brings: the paper's starting count, else its 1.8M count, else the generated n.
+    A source of images that grounded_mcq writes questions about counts images: times its questions."""
+    n = int(source.get("paper_raw") or source.get("expected") or source.get("n") or 0)
+    if source.get("adapter") == "grounded_mcq" or source.get("kind") == "synthetic_detection":
+        n *= source.get("questions_per_image", QUESTIONS_PER_IMAGE) + source.get("composed_per_image", COMPOSED_PER_IMAGE)
+    return n
+
+
+def shard_groups(sources: list[dict], rows_per_job: int | None) -> dict[str, tuple[str, list[str]]]:
+    """Consecutive shards of each source packed into jobs of about ``rows_per_job`` rows (from the
+    source's expected size), for a stage whose work per shard is short next to loading its model.
+    ``{group: (source, shards)}``, a group named by its source and first shard (``mmr1_00005``).
+    Groups never span sources: adding or changing a source leaves the other sources' groups alone."""
+    groups = {}
+    for source in sources:
+        n = int(source.get("shards", 1))
+        shard_rows = max(1, -(-source_rows(source) // n))
+        per_job = max(1, rows_per_job // shard_rows) if rows_per_job else 1
+        for first in range(0, n, per_job):
+            groups[f"{source['name']}_{first:05d}"] = (source["name"], [f"{i:05d}" for i in range(first, min(n, first + per_job))])
+    return groups
+
+
 def _unique(items: list[dict], key: str, where: str) -> None:
     seen = set()
     for i, item in enumerate(items):

@@ -3,7 +3,8 @@
 Per generation stage: requests (items x samples), expected output tokens from the recipe's
 statistics (``plan.tokens`` in the config: the paper's mean CoT length per domain, its mean caption
 length, ...), engine hours at a stated tokens-per-second figure, GPU hours (x tensor parallel), the
-number of jobs (one per shard) and the share of GPU time spent loading the model.
+number of jobs (one per shard; a cleaning job takes a group of shards, ``grouping.clean_rows``) and
+the share of GPU time spent loading the model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import yaml
+
+from mmfr.config import shard_groups, source_rows
 
 # Output tokens per expansion when the config gives no ``plan.tokens.expand``: our estimate of a
 # reasoning model's continuation of a short trace after the cue (Long Grounded Thoughts), which
@@ -49,41 +52,38 @@ class Stage:
         return (self.engine_hours(tokens_per_second) + self.jobs * load_minutes / 60) * self.tensor_parallel
 
 
-def _items(source: dict) -> int:
-    """Items a source brings: the paper's starting count, else its 1.8M count, else the generated n."""
-    return int(source.get("paper_raw") or source.get("expected") or source.get("n") or 0)
-
-
 def stages(config: dict) -> list[Stage]:
     tokens = (config.get("plan") or {}).get("tokens") or {}
     cot = tokens.get("trace", {})
     sources = config["sources"]
     models = config["models"]
     shards = sum(s.get("shards", 1) for s in sources)
-    n = sum(_items(s) for s in sources)
-    kept = sum(int(s.get("expected") or _items(s)) for s in sources)  # after verification (the 1.8M)
+    n = sum(source_rows(s) for s in sources)
+    kept = sum(int(s.get("expected") or source_rows(s)) for s in sources)  # after verification (the 1.8M)
     by_domain = lambda count: sum(count(s) * float(cot.get(s["domain"], cot.get("default", 0))) for s in sources)  # noqa: E731
     samples = config.get("annotate", {}).get("traces_per_sample", 1)
     k = config.get("difficulty", {}).get("k", 4)
 
-    def stage(name, role, requests, out_tokens):
+    clean_jobs = len(shard_groups(sources, (config.get("grouping") or {}).get("clean_rows")))
+
+    def stage(name, role, requests, out_tokens, jobs=shards):
         spec = models.get(role) or {}
         return Stage(name, spec.get("model", "-"), int(requests), out_tokens, int(spec.get("tensor_parallel_size", 1)),
-                     shards)
+                     jobs)
 
     plan = []
     if models.get("clean"):
-        plan.append(stage("clean", "clean", n, n * tokens.get("clean", 0)))
+        plan.append(stage("clean", "clean", n, n * tokens.get("clean", 0), clean_jobs))
     if models.get("extract"):
         share = tokens.get("extract_share", 0.1)
-        plan.append(stage("extract", "extract", n * share, n * share * tokens.get("extract", 0)))
+        plan.append(stage("extract", "extract", n * share, n * share * tokens.get("extract", 0), clean_jobs))
     plan.append(stage("caption", "caption", n, n * tokens.get("caption", 0)))
-    plan.append(stage("trace", "trace", n * samples, samples * by_domain(_items)))
+    plan.append(stage("trace", "trace", n * samples, samples * by_domain(source_rows)))
     if models.get("expand"):  # one request per trace (an upper bound: only finished traces are expanded)
         plan.append(stage("expand", "expand", n * samples, n * samples * tokens.get("expand", EXPAND_TOKENS)))
     if models.get("judge"):
         plan.append(stage("judge", "judge", n * samples, n * samples * tokens.get("judge", 0)))
-    plan.append(stage("pass_rate", "proxy", kept * k, k * by_domain(lambda s: int(s.get("expected") or _items(s)))))
+    plan.append(stage("pass_rate", "proxy", kept * k, k * by_domain(lambda s: int(s.get("expected") or source_rows(s)))))
     n_models = 3 * len(config.get("subsets", [])) * len(config.get("students", []))  # base, SFT, GSPO
     evals = Stage("evaluate", "students", n_models * len(config.get("benchmarks", [])) * tokens.get("benchmark_items", 0),
                   n_models * len(config.get("benchmarks", [])) * tokens.get("benchmark_items", 0) * tokens.get("evaluate", 0),

@@ -117,6 +117,17 @@ def _nvidia_smi_names() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
+def job_of(artifact: str) -> dict:
+    """Where and how the job that wrote ``artifact`` ran (its rule, wildcards, times, hardware),
+    from its provenance record; ``{"artifact": ...}`` alone when there is none."""
+    path = record_path(artifact)
+    if not os.path.exists(path):
+        return {"artifact": artifact}
+    with open(path) as f:
+        record = json.load(f)
+    return {"artifact": artifact, **{k: record.get(k) for k in ("rule", "started", "finished", "hardware")}}
+
+
 def write(artifact: str, *, rule: str, wildcards: dict, params: dict, inputs: list[str],
           started: float, finished: float, extra: dict | None = None) -> dict:
     record = {

@@ -31,7 +31,11 @@ def _plain(value):
 @contextlib.contextmanager
 def step(snakemake, extra: dict | None = None):
     """Send logs to the rule's log file, time the step, write a provenance record per output,
-    and re-raise any error with the rule and wildcards named."""
+    and re-raise any error with the rule and wildcards named.
+
+    An input named ``after`` is order-only: a temporary marker left by the job that generated this
+    one's responses into the journals. It is not content, so provenance lists it not as an input but
+    as ``generated_by`` (that job's rule, host, SLURM job and GPUs)."""
     log_path = snakemake.log[0] if snakemake.log else None
     handlers = [logging.FileHandler(log_path, mode="w")] if log_path else []
     handlers.append(logging.StreamHandler(sys.stderr))
@@ -49,14 +53,27 @@ def step(snakemake, extra: dict | None = None):
         raise RuntimeError(f"rule {rule} {wildcards} failed: {type(e).__name__}: {e} (log: {log_path})") from e
     finished = time.time()
     params = {k: _plain(v) for k, v in snakemake.params.items()}
-    inputs = [str(p) for p in snakemake.input]
+    after = _paths(snakemake.input.get("after"))
+    inputs = [str(p) for p in snakemake.input if str(p) not in after]
+    if after:  # the jobs that generated this one's responses: where they ran, on which GPUs
+        extra = {**(extra or {}), "generated_by": [provenance.job_of(p) for p in after]}
     for out in snakemake.output:
         provenance.write(str(out), rule=rule, wildcards=wildcards, params=params, inputs=inputs,
                          started=started, finished=finished, extra=extra)
     log.info("rule %s %s: done in %.1fs", rule, wildcards, finished - started)
 
 
+def _paths(value) -> list[str]:
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
 def journal(snakemake) -> str:
     """The journal of finished generation requests for a rule's first output."""
-    out = str(snakemake.output[0])
-    return f"data/journal/{out.removeprefix('data/')}.jsonl"
+    return journal_of(str(snakemake.output[0]))
+
+
+def journal_of(output: str) -> str:
+    """The journal of finished generation requests for an output of a generation rule."""
+    return f"data/journal/{output.removeprefix('data/')}.jsonl"

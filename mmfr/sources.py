@@ -65,7 +65,7 @@ def dropped_row(source: str, original_id, reason: str, detail: str = "", categor
 
 
 # ---------------------------------------------------------------- download
-SYNTHETIC_KINDS = ("synthetic", "composed", "synthetic_benchmark")
+SYNTHETIC_KINDS = ("synthetic", "composed", "synthetic_benchmark", "synthetic_detection")
 
 
 def synthetic_rows(spec: dict, seed: int) -> list[dict]:
@@ -157,7 +157,13 @@ def download(spec: dict, out_path: str, manifest_path: str, images_dir: str, see
     """
     os.makedirs(images_dir, exist_ok=True)
     manifest = {"name": spec["name"], "kind": spec["kind"]}
-    if spec["kind"] in SYNTHETIC_KINDS:
+    if spec["kind"] == "synthetic_detection":  # images with labelled boxes, as a detection dataset has them
+        from mmfr import synth
+
+        table = pa.Table.from_pylist(synth.detections(spec["n"], schema.seed_for(seed, "synth", spec["name"])))
+        schema.write_table(table, out_path)
+        manifest.update(rows=table.num_rows, seed=seed)
+    elif spec["kind"] in SYNTHETIC_KINDS:
         table = pa.Table.from_pylist(synthetic_rows(spec, seed), schema=RAW)
         schema.write_table(table, out_path)
         manifest.update(rows=table.num_rows, seed=seed)
@@ -325,7 +331,8 @@ def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_siz
     """Stream a downloaded source through its adapter: yields RAW rows, a batch of records at a time."""
     from mmfr import adapters
 
-    default = "raw" if spec.get("kind") in SYNTHETIC_KINDS else "generic"
+    default = {"synthetic_detection": "grounded_mcq"}.get(spec.get("kind"),
+                                                           "raw" if spec.get("kind") in SYNTHETIC_KINDS else "generic")
     spec = {**spec, "adapter": spec.get("adapter") or default, "image_root": spec.get("image_root") or images_dir}
     index = 0
     for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=batch_size):

@@ -1,6 +1,6 @@
 # Helpers shared by the rules: the config as lookup tables, paths, and input functions.
 # Nothing here imports heavy libraries: every SLURM job parses this file.
-from mmfr.config import check_config
+from mmfr.config import check_config, shard_groups
 
 check_config(config)
 
@@ -20,6 +20,14 @@ EXPAND_SPEC = {
     **config["annotate"].get("expand", {}),
 }
 TRACE_STAGE = "expanded" if EXPAND else "traces"
+# Cleaning on a cluster: one GPU job loads the cleaning and extraction models once for a group of
+# shards (grouping.clean_rows rows; null: each shard's clean job generates its own)
+CLEAN_GROUPS = (
+    shard_groups(config["sources"], config["grouping"]["clean_rows"])
+    if config["grouping"].get("clean_rows")
+    and (config["models"].get("clean") or config["models"].get("extract"))
+    else {}
+)
 
 
 def _names(names):
@@ -50,6 +58,13 @@ def all_shard_paths(stage):
 def verify_traces(wildcards):
     """The traces verify reads (and so everything downstream): expanded when models.expand is set."""
     return f"data/{TRACE_STAGE}/{wildcards.source}/{wildcards.shard}.parquet"
+
+
+def clean_generated(wildcards):
+    """The marker the shard's group job leaves once its responses are in the journals."""
+    if not CLEAN_GROUPS:
+        return []
+    return f"data/clean/{wildcards.source}/{wildcards.shard}.generated"
 
 
 def source_spec(wildcards):
@@ -176,7 +191,8 @@ def rule_gpus():
     generation = config["evaluate"]["generation"]
     train_gpus = int(config["train"].get("gpus", 0))
     return {
-        "clean": model_gpus("clean", "extract"),
+        "clean": 0 if CLEAN_GROUPS else model_gpus("clean", "extract"),
+        "clean_generate": model_gpus("clean", "extract"),
         "caption": model_gpus("caption"),
         "trace": model_gpus("trace"),
         "expand": model_gpus("expand"),
@@ -193,12 +209,26 @@ def rule_gpus():
     }
 
 
+# Rules made in a loop (one per source or shard group) take their family's resources
+FAMILIES = ("standardise", "clean_generate")
+
+
+def family(rule_name):
+    return next((f for f in FAMILIES if rule_name.startswith(f + "_")), rule_name)
+
+
 def apply_cluster(rules):
-    """Set gpu, partition, account and GPU model on every rule (what the rule itself sets wins)."""
+    """Set gpu, partition, account and GPU model on every rule (what the rule itself sets wins),
+    and give each looped rule the set-resources its profile gives the family (`clean_generate`).
+    """
     cluster = config.get("cluster") or {}
     gpus = rule_gpus()
+    # the profile's set-resources, parsed (Snakemake applies them by exact rule name only)
+    overrides = getattr(workflow.resource_settings, "_parsed_overwrite_resources", {})
     for r in rules:
-        n = gpus.get(r.name, 0)
+        if family(r.name) != r.name:
+            r.resources.update(overrides.get(family(r.name), {}))
+        n = gpus.get(family(r.name), 0)
         extra = {"gpu": n} if n else {}
         partition = (n and cluster.get("gpu_partition")) or cluster.get("partition")
         if partition:

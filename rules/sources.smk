@@ -64,10 +64,36 @@ rule dedup:
         "../scripts/dedup.py"
 
 
+# With grouping.clean_rows, one GPU job per group of shards puts every cleaning and extraction
+# response into the shards' journals; each shard's clean job then loads no model. The markers are
+# temporary and carry no content, so regrouping reruns nothing.
+for _group, (_source, _shards) in CLEAN_GROUPS.items():
+
+    rule:
+        name:
+            f"clean_generate_{_group}"
+        input:
+            records=[f"data/std/{_source}/{s}.parquet" for s in _shards],
+            drops="data/dedup/drops.parquet",
+        output:
+            markers=temp([f"data/clean/{_source}/{s}.generated" for s in _shards]),
+        log:
+            f"logs/clean_generate/{_group}.log",
+        conda:
+            "../envs/vllm.yaml"
+        params:
+            clean=config["models"].get("clean"),
+            extract=config["models"].get("extract"),
+            seed=SEED,
+        script:
+            "../scripts/clean_generate.py"
+
+
 rule clean:
     input:
         records="data/std/{source}/{shard}.parquet",
         drops="data/dedup/drops.parquet",
+        after=clean_generated,
     output:
         records="data/clean/{source}/{shard}.parquet",
         dropped="data/clean/{source}/{shard}.dropped.parquet",

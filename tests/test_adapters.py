@@ -131,6 +131,16 @@ CASES = [
     ("llava_cot", 1, 0, Same("query"), "21", True, "number", [], 1, None, "1"),
     ("llava_cot", 2, 0, "What is the measure of angle 1?\nOptions:\nA. 30°\nB. 60°\nC. 90°\nD. 120°", "B", True,
      "choice", ["30°", "60°", "90°", "120°"], 1, None, "geoqa_plus_1234"),
+    # checked by hand against the boxes: one chair (centre x 465), right of the cup (265) and the dog (390)
+    ("grounded_mcq", 0, 1, "How many chairs are there in the image?\n(A) 2\n(B) 3\n(C) 4\n(D) 1", "D", False,
+     "choice", ["2", "3", "4", "1"], 1, None, "139#1"),
+    ("grounded_mcq", 0, 4, "Answer both questions about the image.\n1. Is the chair to the left or to the right of "
+     "the cup? Compare the centres of the two objects. (options: right, left)\n2. How many dogs are there in the "
+     "image? (options: 2, 3, 1, 4)\nWhich option gives the answer to 1, then the answer to 2?\n(A) left; 1\n"
+     "(B) right; 2\n(C) right; 1\n(D) right; 3", "C", False, "choice", ["left; 1", "right; 2", "right; 1", "right; 3"],
+     1, None, "139#4"),
+    ("grounded_mcq", 1, 0, "How many bears are there in the image?\n(A) 3\n(B) 4\n(C) 2\n(D) 1", "D", False, "choice",
+     ["3", "4", "2", "1"], 1, None, "285#0"),  # one object: one question, nothing to compose
 ]
 
 

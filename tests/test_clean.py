@@ -80,3 +80,34 @@ def test_without_models_questions_stay_and_answerless_items_are_quarantined(tmp_
                          str(tmp_path / "d.parquet"), None, None, 0)
     assert counts["kept"] == 1 and counts["clean_status"] == {"skipped": 1}
     assert counts["dropped"] == {"quarantined": {"missing_answer": 1}}
+
+
+def test_a_group_job_loads_each_model_once_and_the_shard_jobs_load_none(tmp_path, monkeypatch):
+    """grouping.clean_rows: one job cleans several shards with one load of each model (the cleaner,
+    then the extractor), and each shard's own job finds every response in its journals."""
+    import mmfr.clean
+    import mmfr.generate
+
+    loads = []
+    real = mmfr.generate.make_backend
+    monkeypatch.setattr(mmfr.generate, "make_backend", lambda spec, **kw: loads.append(spec["model"]) or real(spec, **kw))
+    monkeypatch.setattr(mmfr.clean, "make_backend", mmfr.generate.make_backend)
+    drops = tmp_path / "drops.parquet"
+    pq.write_table(pa.Table.from_pylist([], schema=DROPS), drops)
+    stds, journals = [], []
+    for i in range(3):
+        write_shard(tmp_path / f"{i}.parquet", [
+            row(f"q{i}", question=f"Question {i}: How many squares?<br> Answer directly."),
+            row(f"s{i}", question=f"What is {i} + 4?", answer=None, solution=f"So we get {i + 4}."),
+        ])
+        stds.append(str(tmp_path / f"{i}.parquet"))
+        journals.append(str(tmp_path / f"{i}.jsonl"))
+    extract = {**SCRIPTED, "model": "mmfr-scripted-extract"}
+    counts = mmfr.clean.generate_group(stds, journals, str(drops), SCRIPTED, extract, 0)
+    assert counts == {"shards": 3, "rows": 6, "unanswerable": 0, "to_extract": 3}
+    assert loads == ["mmfr-scripted", "mmfr-scripted-extract"]
+    for std, journal in zip(stds, journals):
+        out = std.replace(".parquet", ".clean.parquet")
+        clean_shard(std, str(drops), out, out + ".dropped", SCRIPTED, extract, 0, journal)
+        assert sorted(r["answer"] for r in pq.read_table(out).to_pylist())[-1] == str(int(std[-9]) + 4)
+    assert loads == ["mmfr-scripted", "mmfr-scripted-extract"]  # the shard jobs loaded nothing

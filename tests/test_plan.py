@@ -22,6 +22,10 @@ def test_plan_of_the_full_recipe():
     # GPU hours: (tokens / rate + jobs x load time) x tensor parallel
     t = plan["trace"]
     assert abs(t.gpu_hours(2000, 6) - (t.tokens / 2000 / 3600 + t.jobs * 0.1) * 8) < 1e-6
+    # cleaning loads its two models once per group of shards (grouping.clean_rows), as the graph does
+    assert plan["clean"].jobs == plan["extract"].jobs == 43 < plan["trace"].jobs == 188
+    ungrouped = {s.stage: s for s in stages({**config, "grouping": {"clean_rows": None}})}
+    assert ungrouped["clean"].jobs == 188
 
 
 def test_overlays_merge_like_snakemake(tmp_path):

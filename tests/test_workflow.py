@@ -172,10 +172,13 @@ def test_changing_a_shard_count_regenerates_nothing(demo_run, tmp_path):
     overlay.write_text(yaml.safe_dump({"sources": tiny["sources"]}))
     targets = [f"data/passrate/synth_counting/0000{i}.parquet" for i in range(3)]
     snakemake(workdir, *targets, configs=("recipes/demo.yaml", "tests/tiny.yaml", str(overlay)))
-    for stage in ("clean", "caption", "trace", "pass_rate"):
-        for i in range(3):
-            log = (workdir / f"logs/{stage}/synth_counting/0000{i}.log").read_text()
-            assert ", 0 to generate" in log and not re.search(r", [1-9]\d* to generate", log), (stage, i, log)
+    logs = [workdir / f"logs/{stage}/synth_counting/0000{i}.log"
+            for stage in ("clean", "caption", "trace", "pass_rate") for i in range(3)]
+    groups = sorted((workdir / "logs/clean_generate").glob("synth_counting_*.log"))
+    assert [p.name for p in groups] == ["synth_counting_00000.log"]  # 3 shards of ~13 rows: one cleaning job
+    for path in logs + groups:
+        log = path.read_text()
+        assert ", 0 to generate" in log and not re.search(r", [1-9]\d* to generate", log), (path, log)
 
 
 EXPAND = ("recipes/demo.yaml", "tests/tiny.yaml", "tests/expand.yaml")
@@ -273,3 +276,9 @@ def test_cluster_resources_follow_the_recipe_and_the_site_overlay(tmp_path):
     assert "gpu=8," in jobs["trace"] and "slurm_partition=gpu" in jobs["trace"] and "gpu_model=h100" in jobs["trace"]
     assert "runtime=2880" in jobs["trace"] and "gpu=1," in jobs["pass_rate"] and "gpu=2," in jobs["verify"]
     assert "gpu=" not in jobs["dedup"] and "slurm_partition=cpu" in jobs["dedup"] and "slurm_account=lab" in jobs["dedup"]
+    # cleaning: a GPU job per group of a source's shards (the profile's clean_generate resources),
+    # then a CPU job per shard that reads the journals
+    groups = [name for name in jobs if name.startswith("clean_generate_mmr1_")]
+    assert len(groups) == 19  # 127 shards of ~12,600 rows, 7 to a job of grouping.clean_rows = 100,000
+    assert all("gpu=2," in jobs[g] and "runtime=720" in jobs[g] and "slurm_partition=gpu" in jobs[g] for g in groups)
+    assert "gpu=" not in jobs["clean"] and "runtime=60" in jobs["clean"]

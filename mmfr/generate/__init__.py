@@ -251,6 +251,31 @@ def resolve_model(spec: dict) -> dict:
     return spec
 
 
+class LoadedModel:
+    """Holds one backend across ``generate`` calls, for a job that works through several shards:
+    ``factory(spec)`` gives a backend factory that loads ``spec``'s model on first use and keeps it;
+    asking for another model closes the one held first (one model in GPU memory at a time)."""
+
+    def __init__(self):
+        self.spec_key: str | None = None
+        self.backend: Backend | None = None
+
+    def factory(self, spec: dict) -> Callable[[], Backend]:
+        def load() -> Backend:
+            key = json.dumps(spec, sort_keys=True, default=str)
+            if key != self.spec_key:
+                self.close()
+                self.backend, self.spec_key = make_backend(spec), key
+            return self.backend
+
+        return load
+
+    def close(self) -> None:
+        if self.backend is not None and hasattr(self.backend, "close"):
+            self.backend.close()
+        self.backend = self.spec_key = None
+
+
 def make_backend(spec: dict, **kwargs) -> Backend:
     """``spec`` is a model block of the config: ``{backend, model, revision, ...}``."""
     kind = spec["backend"]

@@ -70,6 +70,21 @@ def generate(family: str, split: str, n: int, seed: int) -> list[dict]:
     return [_record(family, split, i, seed) for i in range(n)]
 
 
+def detections(n: int, seed: int, split: str = "train") -> list[dict]:
+    """``n`` images of counting scenes with their labelled boxes, in the layout of a detection
+    dataset such as detection-datasets/coco: the demo's stand-in for Long Grounded Thoughts' images
+    with metadata (adapter ``grounded_mcq`` writes the questions)."""
+    rows = []
+    for i in range(n):
+        rng = random.Random(seed_for(seed, f"synth/detection/{split}", index=i))
+        while split_of(program := counting.scene(rng)) != split:
+            pass
+        rows.append({"image_id": f"detection-{split}-{i:06d}", "image": {"bytes": to_png(counting.render(program)),
+                     "path": None}, "width": program["width"], "height": program["height"],
+                     "objects": counting.objects(program)})
+    return rows
+
+
 def compose(records: list[dict], n: int, seed: int) -> list[dict]:
     """``n`` harder multiple-choice questions, each merging two or more facts of one record's scene.
 
@@ -123,11 +138,20 @@ def _module(metadata: dict):
 
 def solution(metadata: dict) -> dict:
     """A careful solver's write-up for the scripted teacher, from the scene program alone:
-    ``{"facts", "setup", "steps", "check", "answer"}``; ``answer`` equals the record's answer."""
+    ``{"facts", "setup", "steps", "check", "answer"}``; ``answer`` equals the record's answer.
+    A question written from labelled boxes (``grounded_mcq``) is solved from its facts."""
+    if "lgt_kind" in metadata:
+        from mmfr import grounded
+
+        return grounded.solve(metadata)
     return _module(metadata).solve(metadata)
 
 
 def describe(metadata: dict) -> dict:
     """A structured caption of the scene for the scripted captioner: ``{"category", "summary",
     "components", "interactions", "implicit", "ambiguities"}``."""
+    if "lgt_kind" in metadata:
+        from mmfr import grounded
+
+        return grounded.describe(metadata)
     return _module(metadata).describe(metadata["program"])

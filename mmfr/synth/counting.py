@@ -107,7 +107,7 @@ def _name_distractors(rng: random.Random, shapes: list[dict], exclude: set[str])
     return present + absent
 
 
-def _scene(rng: random.Random) -> dict:
+def scene(rng: random.Random) -> dict:
     width, height = canvas_size(rng)
     palette = rng.sample(list(COLORS), rng.randint(2, 4))
     short = min(width, height)
@@ -175,7 +175,7 @@ _ASK = {"count": _ask_count, "extreme": _ask_extreme, "relative": _ask_relative,
 def sample(rng: random.Random, kind: str) -> tuple[dict, str]:
     """A scene and a question of ``kind`` that it answers unambiguously."""
     while True:
-        program = _scene(rng)
+        program = scene(rng)
         asked = _ASK[kind](rng, program["shapes"])
         if asked:
             query, options, question = asked
@@ -183,6 +183,14 @@ def sample(rng: random.Random, kind: str) -> tuple[dict, str]:
             if options:
                 meta["options"] = options
             return meta, question
+
+
+def objects(program: dict) -> dict:
+    """The scene's shapes as a detection dataset labels them (COCO layout): the bounding box
+    ``[x, y, width, height]`` of each shape's circle, and its class ``"<colour> <shape>"``."""
+    shapes = program["shapes"]
+    return {"bbox": [[s["x"] - s["r"], s["y"] - s["r"], 2 * s["r"], 2 * s["r"]] for s in shapes],
+            "category": [_name(s) for s in shapes]}
 
 
 def render(program: dict) -> Image.Image:
