@@ -63,7 +63,9 @@ def _ask(records: list[dict], task: str, render, model: dict, seed: int, journal
     _, version = prompts.load(task)
     reqs = [_text_request(r, task, render(r), seed, **{k: f(r) for k, f in context_of.items()}) for r in records]
     keys = [request_key(model, model.get("sampling", {}), q, version) for q in reqs]
-    responses = generate(loaded.factory(model) if loaded else lambda: make_backend(model), reqs, keys, journal)
+    key = f"models.{task}"  # the config block of each task's model: models.clean, models.extract
+    factory = loaded.factory(model, key) if loaded else lambda: make_backend(model, config_key=key)
+    responses = generate(factory, reqs, keys, journal)
     return [responses[k] for k in keys]
 
 

@@ -111,3 +111,14 @@ def test_a_group_job_loads_each_model_once_and_the_shard_jobs_load_none(tmp_path
         clean_shard(std, str(drops), out, out + ".dropped", SCRIPTED, extract, 0, journal)
         assert sorted(r["answer"] for r in pq.read_table(out).to_pylist())[-1] == str(int(std[-9]) + 4)
     assert loads == ["mmfr-scripted", "mmfr-scripted-extract"]  # the shard jobs loaded nothing
+
+
+def test_a_missing_cleaner_path_names_its_config_key(tmp_path):
+    import pytest
+
+    write_shard(tmp_path / "std.parquet", [row("plain", question="How many red circles are there?")])
+    pq.write_table(pa.Table.from_pylist([], schema=DROPS), tmp_path / "drops.parquet")
+    cleaner = {"backend": "transformers", "model": "/nonexistent/mmfr-cleaner"}
+    with pytest.raises(FileNotFoundError, match=r"models\.clean\.model: model '/nonexistent/mmfr-cleaner'"):
+        clean_shard(str(tmp_path / "std.parquet"), str(tmp_path / "drops.parquet"), str(tmp_path / "o.parquet"),
+                    str(tmp_path / "d.parquet"), cleaner, None, 0, str(tmp_path / "j.jsonl"))

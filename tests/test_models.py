@@ -302,3 +302,10 @@ def test_a_missing_local_model_names_its_config_key(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"^students\[size=8b\]\.model: model '/data/ckpt/qwen'"):
         prepare_base({"size": "8b", "model": "/data/ckpt/qwen", "revision": None}, str(tmp_path / "base"), 0)
     assert not (tmp_path / "base").exists()
+
+
+def test_vllm_backend_names_the_config_key_of_a_missing_local_model():
+    from mmfr.generate import make_backend
+
+    with pytest.raises(FileNotFoundError, match=r"models\.trace\.model: model '/nonexistent/teacher'"):
+        make_backend({"backend": "vllm", "model": "/nonexistent/teacher"}, config_key="models.trace")

@@ -260,12 +260,12 @@ class LoadedModel:
         self.spec_key: str | None = None
         self.backend: Backend | None = None
 
-    def factory(self, spec: dict) -> Callable[[], Backend]:
+    def factory(self, spec: dict, config_key: str | None = None) -> Callable[[], Backend]:
         def load() -> Backend:
             key = json.dumps(spec, sort_keys=True, default=str)
             if key != self.spec_key:
                 self.close()
-                self.backend, self.spec_key = make_backend(spec), key
+                self.backend, self.spec_key = make_backend(spec, config_key=config_key), key
             return self.backend
 
         return load
@@ -277,7 +277,8 @@ class LoadedModel:
 
 
 def make_backend(spec: dict, **kwargs) -> Backend:
-    """``spec`` is a model block of the config: ``{backend, model, revision, ...}``."""
+    """``spec`` is a model block of the config: ``{backend, model, revision, ...}``; ``config_key``
+    (say ``models.proxy``) names it in the error a local backend raises for a missing model path."""
     kind = spec["backend"]
     if kind == "scripted":
         from mmfr.generate.scripted import ScriptedBackend

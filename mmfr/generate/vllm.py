@@ -108,8 +108,12 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, spec: dict, **kwargs):
-        """Start the engine now; ``kwargs`` (``make_backend``'s extras) are not used."""
+    def __init__(self, spec: dict, config_key: str | None = None, **kwargs):
+        """Start the engine now. ``config_key`` names the config block of ``spec`` (``models.trace``)
+        for the error when its model is a local path that does not exist; other kwargs are unused."""
+        from mmfr.models import require_model
+
+        require_model(spec["model"], f"{config_key}.model" if config_key else None)
         try:
             from vllm import LLM
         except ImportError as e:
