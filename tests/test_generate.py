@@ -118,17 +118,19 @@ def test_resharding_regenerates_nothing(tmp_path):
     assert called == []
 
 
+def append(journal: Journal, responses: list[Response]) -> None:
+    with journal.writer() as write:
+        for r in responses:
+            write(r)
+
+
 def test_index_lookup_reads_by_offset_and_skips_torn_lines(tmp_path):
     journal = Journal(str(tmp_path / "j.jsonl"))
     responses = [Response(f"k{i}", f"s{i}", 0, f"text ünïcode {i}", "stop", 3) for i in range(5)]
-    with journal.writer() as write:
-        for r in responses[:3]:
-            write(r)
+    append(journal, responses[:3])
     with open(journal.path, "ab") as f:
         f.write(b'{"key": "k3", "torn')
-    with journal.writer() as write:
-        for r in responses[3:]:
-            write(r)
+    append(journal, responses[3:])
     found = journal.lookup({"k1", "k3", "k4", "missing"})
     assert {k: r.text for k, r in found.items()} == {"k1": "text ünïcode 1", "k3": "text ünïcode 3",
                                                       "k4": "text ünïcode 4"}
@@ -149,14 +151,11 @@ def test_a_thinking_template_s_open_think_tag_is_restored(tmp_path):
 def test_an_index_cut_short_by_a_kill_is_rebuilt(tmp_path):
     journal = Journal(str(tmp_path / "j.jsonl"))
     responses = [Response(f"k{i}", f"s{i}", 0, f"t{i}", "stop", 1) for i in range(4)]
-    with journal.writer() as write:
-        for r in responses[:2]:
-            write(r)
+    append(journal, responses[:2])
     with open(journal.path, "ab") as f:  # killed after the journal line, before its index line
         f.write((responses[2].to_json() + "\n").encode())
     with open(journal.index_path, "a") as idx:  # ... or in the middle of an index line
         idx.write("k2 12")
-    with journal.writer() as write:
-        write(responses[3])
+    append(journal, responses[3:])
     assert set(journal.lookup({"k0", "k1", "k2", "k3"})) == {"k0", "k1", "k2", "k3"}
     assert all(len(line.split()) == 3 for line in open(journal.index_path))
