@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmfr import prompts, schema
-from mmfr.generate import Request, generate, make_backend, request_key
+from mmfr.generate import LoadedModel, Request, generate, make_backend, request_key
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +40,48 @@ def _requests(records: list[dict], task: str, text_of, n: int, seed: int) -> lis
     return out
 
 
-def _run(records, task, text_of, n, model, seed, journal_path, prompt_name):
+def _run(records, task, text_of, n, model, seed, journal_path, prompt_name, loaded: LoadedModel | None = None):
     _, prompt_version = prompts.load(prompt_name)
     reqs = _requests(records, task, text_of, n, seed)
     sampling = model.get("sampling", {})
     keys = [request_key(model, sampling, r, prompt_version) for r in reqs]
-    responses = generate(lambda: make_backend(model, config_key=f"models.{task}"), reqs, keys, journal_path)
+    config_key = f"models.{task}"
+    backend = loaded.factory(model, config_key) if loaded else lambda: make_backend(model, config_key=config_key)
+    responses = generate(backend, reqs, keys, journal_path)
     return reqs, [responses[k] for k in keys]
+
+
+def _captions(records: list[dict], model: dict, seed: int, journal: str | None, loaded: LoadedModel | None = None):
+    caption_prompt = prompts.render("caption")
+    return _run(records, "caption", lambda r: caption_prompt, 1, model, seed, journal, "caption", loaded)
 
 
 def caption_shard(shard: str, out: str, model: dict, seed: int, journal: str | None = None) -> int:
     records = pq.read_table(shard).to_pylist()
-    caption_prompt = prompts.render("caption")
-    reqs, resps = _run(records, "caption", lambda r: caption_prompt, 1, model, seed, journal, "caption")
+    reqs, resps = _captions(records, model, seed, journal)
     source = {r["id"]: r["source"] for r in records}
     rows = [{"id": q.sample_id, "source": source[q.sample_id], "caption": p.text, "finish_reason": p.finish_reason,
              "n_tokens": p.n_tokens, "error": p.error, "model": model.get("model")} for q, p in zip(reqs, resps)]
     schema.write_table(pa.Table.from_pylist(rows, schema=CAPTIONS), out)
     return len(rows)
+
+
+def caption_group(shards: list[str], journals: list[str], model: dict, seed: int) -> dict:
+    """The captions of several shards in one job, with one load of the teacher: responses go to each
+    shard's journal (``journals[i]`` for ``shards[i]``), where ``caption_shard`` finds them. Returns
+    {shards, rows, finish_reason: counts}."""
+    loaded = LoadedModel()
+    counts: dict = {"shards": len(shards), "rows": 0, "finish_reason": {}}
+    try:
+        for shard, journal in zip(shards, journals):
+            _, resps = _captions(pq.read_table(shard).to_pylist(), model, seed, journal, loaded)
+            counts["rows"] += len(resps)
+            for p in resps:
+                counts["finish_reason"][p.finish_reason] = counts["finish_reason"].get(p.finish_reason, 0) + 1
+    finally:
+        loaded.close()
+    log.info("%s", counts)
+    return counts
 
 
 def trace_shard(shard: str, out: str, model: dict, n_samples: int, seed: int, journal: str | None = None) -> int:

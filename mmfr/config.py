@@ -40,6 +40,20 @@ def shard_groups(sources: list[dict], rows_per_job: int | None) -> dict[str, tup
     return groups
 
 
+# Stages whose model calls one GPU job makes for a group of a source's shards, with the model
+# roles each loads: grouping.<stage>_rows sets the rows per job (null: each shard's job generates)
+GROUPED_STAGES = {"clean": ("clean", "extract"), "caption": ("caption",), "judge": ("judge",)}
+
+
+def generation_groups(config: dict) -> dict[str, dict[str, tuple[str, list[str]]]]:
+    """``{stage: shard_groups(...)}`` for each stage of ``GROUPED_STAGES`` that has rows per job set
+    and a model to run."""
+    grouping = config.get("grouping") or {}
+    return {stage: shard_groups(config["sources"], grouping[f"{stage}_rows"])
+            for stage, roles in GROUPED_STAGES.items()
+            if grouping.get(f"{stage}_rows") and any(config["models"].get(r) for r in roles)}
+
+
 def _unique(items: list[dict], key: str, where: str) -> None:
     seen = set()
     for i, item in enumerate(items):

@@ -3,8 +3,8 @@
 Per generation stage: requests (items x samples), expected output tokens from the recipe's
 statistics (``plan.tokens`` in the config: the paper's mean CoT length per domain, its mean caption
 length, ...), engine hours at a stated tokens-per-second figure, GPU hours (x tensor parallel), the
-number of jobs (one per shard; a cleaning job takes a group of shards, ``grouping.clean_rows``) and
-the share of GPU time spent loading the model.
+number of jobs (one per shard; a cleaning, captioning or judging job takes a group of a source's
+shards, ``grouping.<stage>_rows``) and the share of GPU time spent loading the model.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from mmfr.config import shard_groups, source_rows
+from mmfr.config import generation_groups, source_rows
 
 # Output tokens per expansion when the config gives no ``plan.tokens.expand``: our estimate of a
 # reasoning model's continuation of a short trace after the cue (Long Grounded Thoughts), which
@@ -64,25 +64,26 @@ def stages(config: dict) -> list[Stage]:
     samples = config.get("annotate", {}).get("traces_per_sample", 1)
     k = config.get("difficulty", {}).get("k", 4)
 
-    clean_jobs = len(shard_groups(sources, (config.get("grouping") or {}).get("clean_rows")))
+    groups = generation_groups(config)
 
-    def stage(name, role, requests, out_tokens, jobs=shards):
+    def stage(name, role, requests, out_tokens, grouped_as=None):
         spec = models.get(role) or {}
+        jobs = len(groups[grouped_as]) if grouped_as in groups else shards
         return Stage(name, spec.get("model", "-"), int(requests), out_tokens, int(spec.get("tensor_parallel_size", 1)),
                      jobs)
 
     plan = []
     if models.get("clean"):
-        plan.append(stage("clean", "clean", n, n * tokens.get("clean", 0), clean_jobs))
+        plan.append(stage("clean", "clean", n, n * tokens.get("clean", 0), "clean"))
     if models.get("extract"):
         share = tokens.get("extract_share", 0.1)
-        plan.append(stage("extract", "extract", n * share, n * share * tokens.get("extract", 0), clean_jobs))
-    plan.append(stage("caption", "caption", n, n * tokens.get("caption", 0)))
+        plan.append(stage("extract", "extract", n * share, n * share * tokens.get("extract", 0), "clean"))
+    plan.append(stage("caption", "caption", n, n * tokens.get("caption", 0), "caption"))
     plan.append(stage("trace", "trace", n * samples, samples * by_domain(source_rows)))
     if models.get("expand"):  # one request per trace (an upper bound: only finished traces are expanded)
         plan.append(stage("expand", "expand", n * samples, n * samples * tokens.get("expand", EXPAND_TOKENS)))
     if models.get("judge"):
-        plan.append(stage("judge", "judge", n * samples, n * samples * tokens.get("judge", 0)))
+        plan.append(stage("judge", "judge", n * samples, n * samples * tokens.get("judge", 0), "judge"))
     plan.append(stage("pass_rate", "proxy", kept * k, k * by_domain(lambda s: int(s.get("expected") or source_rows(s)))))
     n_models = 3 * len(config.get("subsets", [])) * len(config.get("students", []))  # base, SFT, GSPO
     evals = Stage("evaluate", "students", n_models * len(config.get("benchmarks", [])) * tokens.get("benchmark_items", 0),

@@ -77,3 +77,16 @@ def journal(snakemake) -> str:
 def journal_of(output: str) -> str:
     """The journal of finished generation requests for an output of a generation rule."""
     return f"data/journal/{output.removeprefix('data/')}.jsonl"
+
+
+def marker_journals(markers) -> list[str]:
+    """The journals a group job fills, one per shard: beside each shard's output, whose place its
+    marker (``<stage>/<source>/<shard>.generated``) holds."""
+    return [journal_of(str(m).removesuffix(".generated") + ".parquet") for m in markers]
+
+
+def write_markers(markers, counts: dict) -> None:
+    """Leave a group job's markers (temporary: each goes once its shard's job has run)."""
+    for marker in markers:
+        with open(marker, "w") as f:
+            f.write(f"{counts}\n")

@@ -370,22 +370,8 @@ def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out:
     from mmfr import schema
     from mmfr.models import count_tokens
 
-    cfg = VerifyConfig(**{k: v for k, v in checks.items() if k in VerifyConfig.__dataclass_fields__})
-    records = {r["id"]: r for r in pq.read_table(std, columns=["id", "question", "answer", "answer_type",
-                                                                "choices"]).to_pylist()}
+    records, rows = _rule_checks(std, traces, checks)
     caption_of = {r["id"]: r["caption"] for r in pq.read_table(captions, columns=["id", "caption"]).to_pylist()}
-    rows = []
-    for t in pq.read_table(traces).to_pylist():
-        rec = records[t["id"]]
-        if t["finish_reason"] != "stop":
-            v = {"verdict": "rejected", "decided_by": "generation", "extracted": None, "extract_method": "none",
-                 "reason": f"teacher output {t['finish_reason']}" + (f": {t['error']}" if t["error"] else ""),
-                 "cot_words": 0}
-        else:
-            v = verify_response(t["response"], rec["answer"], rec["answer_type"], rec["choices"], cfg)
-        rows.append({"id": t["id"], "source": t["source"], "sample_index": t["sample_index"],
-                     "response": t["response"], "finish_reason": t["finish_reason"], **{k: v[k] for k in (
-                         "verdict", "decided_by", "extracted", "extract_method", "reason", "cot_words")}})
     if judge:
         _judge(rows, records, judge, seed, journal)
     thinks = [split_response(r["response"])[0] or "" for r in rows]
@@ -402,14 +388,59 @@ def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out:
     return counts
 
 
-def _judge(rows: list[dict], records: dict, judge: dict, seed: int, journal: str | None) -> None:
-    """Ask the LLM judge about answers the rules call wrong; an unparseable judgment is an error."""
+def _rule_checks(std: str, traces: str, checks: dict) -> tuple[dict, list[dict]]:
+    """A shard's records by id, and one row per trace with the verdict of the rule checks."""
+    import pyarrow.parquet as pq
+
+    cfg = VerifyConfig(**{k: v for k, v in checks.items() if k in VerifyConfig.__dataclass_fields__})
+    records = {r["id"]: r for r in pq.read_table(std, columns=["id", "question", "answer", "answer_type",
+                                                                "choices"]).to_pylist()}
+    rows = []
+    for t in pq.read_table(traces).to_pylist():
+        rec = records[t["id"]]
+        if t["finish_reason"] != "stop":
+            v = {"verdict": "rejected", "decided_by": "generation", "extracted": None, "extract_method": "none",
+                 "reason": f"teacher output {t['finish_reason']}" + (f": {t['error']}" if t["error"] else ""),
+                 "cot_words": 0}
+        else:
+            v = verify_response(t["response"], rec["answer"], rec["answer_type"], rec["choices"], cfg)
+        rows.append({"id": t["id"], "source": t["source"], "sample_index": t["sample_index"],
+                     "response": t["response"], "finish_reason": t["finish_reason"], **{k: v[k] for k in (
+                         "verdict", "decided_by", "extracted", "extract_method", "reason", "cot_words")}})
+    return records, rows
+
+
+def judge_group(stds: list[str], traces: list[str], journals: list[str], checks: dict, judge: dict,
+                seed: int) -> dict:
+    """The judge calls of ``verify_shard`` for several shards in one job, with one load of the judge:
+    the rule checks run again here (they are cheap), and each judgment goes to its shard's journal
+    (``journals[i]`` for ``stds[i]``), where the shard's verify job finds and reads it (and names a
+    judgment it cannot read). Returns {shards, traces, judged, finish_reason: counts}."""
+    from mmfr.generate import LoadedModel, generate
+
+    loaded = LoadedModel()
+    counts: dict = {"shards": len(stds), "traces": 0, "judged": 0, "finish_reason": {}}
+    try:
+        for std, trace, journal in zip(stds, traces, journals):
+            records, rows = _rule_checks(std, trace, checks)
+            _, reqs, keys = _judge_requests(rows, records, judge, seed)
+            counts["traces"] += len(rows)
+            counts["judged"] += len(reqs)
+            if reqs:
+                for resp in generate(loaded.factory(judge, "models.judge"), reqs, keys, journal).values():
+                    counts["finish_reason"][resp.finish_reason] = counts["finish_reason"].get(resp.finish_reason, 0) + 1
+    finally:
+        loaded.close()
+    logging.getLogger(__name__).info("%s", counts)
+    return counts
+
+
+def _judge_requests(rows: list[dict], records: dict, judge: dict, seed: int):
+    """The rows the judge is asked about (answers the rules call wrong), its requests and their keys."""
     from mmfr import prompts, schema
-    from mmfr.generate import Request, generate, make_backend, request_key
+    from mmfr.generate import Request, request_key
 
     todo = [r for r in rows if r["verdict"] == "wrong" and r["decided_by"] in ("choice", "numeric", "math_verify", "text")]
-    if not todo:
-        return
     _, version = prompts.load("judge")
     reqs = []
     for r in todo:
@@ -417,7 +448,16 @@ def _judge(rows: list[dict], records: dict, judge: dict, seed: int, journal: str
         question = prompts.question_text(rec["question"], rec["choices"])
         reqs.append(Request(r["id"], tuple(judge_messages(question, rec["answer"], r["extracted"] or "")), (),
                             r["sample_index"], schema.seed_for(seed, "judge", r["id"], r["sample_index"])))
-    keys = [request_key(judge, judge.get("sampling", {}), q, version) for q in reqs]
+    return todo, reqs, [request_key(judge, judge.get("sampling", {}), q, version) for q in reqs]
+
+
+def _judge(rows: list[dict], records: dict, judge: dict, seed: int, journal: str | None) -> None:
+    """Ask the LLM judge about answers the rules call wrong; an unparseable judgment is an error."""
+    from mmfr.generate import generate, make_backend
+
+    todo, reqs, keys = _judge_requests(rows, records, judge, seed)
+    if not todo:
+        return
     answers = generate(lambda: make_backend(judge, config_key="models.judge"), reqs, keys, journal)
     for r, k in zip(todo, keys):
         resp = answers[k]

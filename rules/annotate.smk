@@ -11,9 +11,32 @@ rule build_tokenizer:
         "../scripts/build_tokenizer.py"
 
 
+# With grouping.caption_rows, one GPU job per group of shards captions them all with one load
+# of the teacher; each shard's caption job then finds its captions in the journal.
+for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
+
+    rule:
+        name:
+            f"caption_generate_{_group}"
+        input:
+            [f"data/clean/{_source}/{s}.parquet" for s in _shards],
+        output:
+            markers=temp(group_markers("caption", _source, _shards)),
+        log:
+            f"logs/caption_generate/{_group}.log",
+        conda:
+            "../envs/vllm.yaml"
+        params:
+            model=config["models"]["caption"],
+            seed=SEED,
+        script:
+            "../scripts/caption_generate.py"
+
+
 rule caption:
     input:
         "data/clean/{source}/{shard}.parquet",
+        after=generated("caption"),
     output:
         "data/captions/{source}/{shard}.parquet",
     log:

@@ -1,6 +1,6 @@
 # Helpers shared by the rules: the config as lookup tables, paths, and input functions.
 # Nothing here imports heavy libraries: every SLURM job parses this file.
-from mmfr.config import check_config, shard_groups
+from mmfr.config import check_config, generation_groups
 
 check_config(config)
 
@@ -20,14 +20,10 @@ EXPAND_SPEC = {
     **config["annotate"].get("expand", {}),
 }
 TRACE_STAGE = "expanded" if EXPAND else "traces"
-# Cleaning on a cluster: one GPU job loads the cleaning and extraction models once for a group of
-# shards (grouping.clean_rows rows; null: each shard's clean job generates its own)
-CLEAN_GROUPS = (
-    shard_groups(config["sources"], config["grouping"]["clean_rows"])
-    if config["grouping"].get("clean_rows")
-    and (config["models"].get("clean") or config["models"].get("extract"))
-    else {}
-)
+# On a cluster, one GPU job loads a stage's model once for a group of a source's shards
+# (grouping.<stage>_rows rows) and puts every response in the shards' journals; each shard's own
+# job then loads no model. {stage: {group: (source, shards)}} for clean, caption and judge.
+GROUPS = generation_groups(config)
 
 
 def _names(names):
@@ -60,11 +56,24 @@ def verify_traces(wildcards):
     return f"data/{TRACE_STAGE}/{wildcards.source}/{wildcards.shard}.parquet"
 
 
-def clean_generated(wildcards):
-    """The marker the shard's group job leaves once its responses are in the journals."""
-    if not CLEAN_GROUPS:
-        return []
-    return f"data/clean/{wildcards.source}/{wildcards.shard}.generated"
+# The folder of each grouped stage's per-shard outputs (its markers and journals go beside them)
+GROUPED_OUTPUT = {"clean": "clean", "caption": "captions", "judge": "verified"}
+
+
+def group_markers(stage, source, shards):
+    return [f"data/{GROUPED_OUTPUT[stage]}/{source}/{s}.generated" for s in shards]
+
+
+def generated(stage):
+    """Input function: the marker the shard's group job leaves once its responses are in the
+    journals (nothing when the stage is not grouped)."""
+
+    def marker(wildcards):
+        if stage not in GROUPS:
+            return []
+        return group_markers(stage, wildcards.source, [wildcards.shard])
+
+    return marker
 
 
 def source_spec(wildcards):
@@ -191,12 +200,14 @@ def rule_gpus():
     generation = config["evaluate"]["generation"]
     train_gpus = int(config["train"].get("gpus", 0))
     return {
-        "clean": 0 if CLEAN_GROUPS else model_gpus("clean", "extract"),
+        "clean": 0 if "clean" in GROUPS else model_gpus("clean", "extract"),
         "clean_generate": model_gpus("clean", "extract"),
-        "caption": model_gpus("caption"),
+        "caption": 0 if "caption" in GROUPS else model_gpus("caption"),
+        "caption_generate": model_gpus("caption"),
         "trace": model_gpus("trace"),
         "expand": model_gpus("expand"),
-        "verify": model_gpus("judge"),
+        "verify": 0 if "judge" in GROUPS else model_gpus("judge"),
+        "judge_generate": model_gpus("judge"),
         "pass_rate": model_gpus("proxy"),
         "evaluate": (
             int(generation.get("tensor_parallel_size", 1))
@@ -210,24 +221,39 @@ def rule_gpus():
 
 
 # Rules made in a loop (one per source or shard group) take their family's resources
-FAMILIES = ("standardise", "clean_generate")
+FAMILIES = ("standardise", "clean_generate", "caption_generate", "judge_generate")
 
 
 def family(rule_name):
     return next((f for f in FAMILIES if rule_name.startswith(f + "_")), rule_name)
 
 
+# A grouped stage's per-shard rule, and the stage whose model it runs when not grouped
+PER_SHARD = {"clean": "clean", "caption": "caption", "verify": "judge"}
+
+
+def sized_as(rule_name):
+    """Whose set-resources a rule takes. A looped rule takes its family's. A per-shard rule that
+    runs the model itself (its stage not grouped) takes those of the stage's group job, which the
+    profile sizes for the model."""
+    stage = PER_SHARD.get(rule_name)
+    if stage and stage not in GROUPS and rule_gpus()[rule_name]:
+        return f"{stage}_generate"
+    return family(rule_name)
+
+
 def apply_cluster(rules):
     """Set gpu, partition, account and GPU model on every rule (what the rule itself sets wins),
-    and give each looped rule the set-resources its profile gives the family (`clean_generate`).
+    and give each looped rule the set-resources its profile gives its family (`clean_generate`, ...),
+    and a per-shard rule that loads the model itself those of its stage's group job (`sized_as`).
     """
     cluster = config.get("cluster") or {}
     gpus = rule_gpus()
     # the profile's set-resources, parsed (Snakemake applies them by exact rule name only)
     overrides = getattr(workflow.resource_settings, "_parsed_overwrite_resources", {})
     for r in rules:
-        if family(r.name) != r.name:
-            r.resources.update(overrides.get(family(r.name), {}))
+        if sized_as(r.name) != r.name:
+            r.resources.update(overrides.get(sized_as(r.name), {}))
         n = gpus.get(family(r.name), 0)
         extra = {"gpu": n} if n else {}
         partition = (n and cluster.get("gpu_partition")) or cluster.get("partition")

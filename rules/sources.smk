@@ -67,7 +67,7 @@ rule dedup:
 # With grouping.clean_rows, one GPU job per group of shards puts every cleaning and extraction
 # response into the shards' journals; each shard's clean job then loads no model. The markers are
 # temporary and carry no content, so regrouping reruns nothing.
-for _group, (_source, _shards) in CLEAN_GROUPS.items():
+for _group, (_source, _shards) in GROUPS.get("clean", {}).items():
 
     rule:
         name:
@@ -76,7 +76,7 @@ for _group, (_source, _shards) in CLEAN_GROUPS.items():
             records=[f"data/std/{_source}/{s}.parquet" for s in _shards],
             drops="data/dedup/drops.parquet",
         output:
-            markers=temp([f"data/clean/{_source}/{s}.generated" for s in _shards]),
+            markers=temp(group_markers("clean", _source, _shards)),
         log:
             f"logs/clean_generate/{_group}.log",
         conda:
@@ -93,7 +93,7 @@ rule clean:
     input:
         records="data/std/{source}/{shard}.parquet",
         drops="data/dedup/drops.parquet",
-        after=clean_generated,
+        after=generated("clean"),
     output:
         records="data/clean/{source}/{shard}.parquet",
         dropped="data/clean/{source}/{shard}.dropped.parquet",

@@ -1,9 +1,34 @@
+# With grouping.judge_rows, one GPU job per group of shards asks the judge about every trace the
+# rule checks call wrong, with one load of the judge; each shard's verify job then loads none.
+for _group, (_source, _shards) in GROUPS.get("judge", {}).items():
+
+    rule:
+        name:
+            f"judge_generate_{_group}"
+        input:
+            records=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
+            traces=[f"data/{TRACE_STAGE}/{_source}/{s}.parquet" for s in _shards],
+        output:
+            markers=temp(group_markers("judge", _source, _shards)),
+        log:
+            f"logs/judge_generate/{_group}.log",
+        conda:
+            "../envs/vllm.yaml"
+        params:
+            checks=config["verify"],
+            judge=config["models"].get("judge"),
+            seed=SEED,
+        script:
+            "../scripts/judge_generate.py"
+
+
 rule verify:
     input:
         records="data/clean/{source}/{shard}.parquet",
         traces=verify_traces,
         captions="data/captions/{source}/{shard}.parquet",
         tokenizer="models/tokenizer/tokenizer.json",
+        after=generated("judge"),
     output:
         "data/verified/{source}/{shard}.parquet",
     log:

@@ -22,10 +22,14 @@ def test_plan_of_the_full_recipe():
     # GPU hours: (tokens / rate + jobs x load time) x tensor parallel
     t = plan["trace"]
     assert abs(t.gpu_hours(2000, 6) - (t.tokens / 2000 / 3600 + t.jobs * 0.1) * 8) < 1e-6
-    # cleaning loads its two models once per group of shards (grouping.clean_rows), as the graph does
-    assert plan["clean"].jobs == plan["extract"].jobs == 43 < plan["trace"].jobs == 188
-    ungrouped = {s.stage: s for s in stages({**config, "grouping": {"clean_rows": None}})}
-    assert ungrouped["clean"].jobs == 188
+    # cleaning loads its two models once per group of shards (grouping.clean_rows), captions and
+    # the judge theirs (caption_rows, judge_rows), as the graph does; traces are long enough per shard
+    assert plan["clean"].jobs == plan["extract"].jobs == 43 < plan["caption"].jobs == plan["judge"].jobs == 74
+    assert plan["trace"].jobs == 188
+    ungrouped = {s.stage: s for s in stages({**config, "grouping": {}})}
+    assert {ungrouped[s].jobs for s in ("clean", "extract", "caption", "judge")} == {188}
+    load = {s: 10 / 60 * p.jobs * p.tensor_parallel / p.gpu_hours(2500, 10) for s, p in plan.items()}
+    assert max(load["caption"], load["judge"], load["clean"]) < 0.13
 
 
 def test_overlays_merge_like_snakemake(tmp_path):

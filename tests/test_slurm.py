@@ -200,12 +200,19 @@ def finished_artifacts(workdir: Path) -> dict[str, tuple[str, int]]:
 
 
 def kill_processes_of(job_ids: list[str]) -> None:
-    """kill -9 every process of these jobs (all on this node), as a crashed node would."""
+    """kill -9 every process of these jobs (all on this node) at once, as a crashed node would.
+
+    Every process is stopped (SIGSTOP) before any is killed: killed one by one, the job's own
+    Snakemake could see its script die first and clean up (unmark the output, empty it) before
+    its own turn came, which a node that goes down never lets it do."""
+    pids = []
     for job in job_ids:
         listing = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True).stdout
-        for pid in re.findall(r"^(\d+)\s", listing, re.M):
+        pids += [int(pid) for pid in re.findall(r"^(\d+)\s", listing, re.M)]
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
             try:
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
 

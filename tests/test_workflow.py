@@ -263,22 +263,40 @@ def test_audit_names_the_artifact_whose_params_the_config_changes(demo_run, tmp_
     assert [line.split()[:2] for line in proc.stdout.splitlines()[1:]] == [["params", "data/subsets/mfr586k"]]
 
 
-def test_cluster_resources_follow_the_recipe_and_the_site_overlay(tmp_path):
-    site = tmp_path / "site.yaml"
-    site.write_text("cluster: {partition: cpu, gpu_partition: gpu, account: lab, gpu_model: h100}\n")
-    proc = snakemake(tmp_path / "wd", "-n", "mfr123k_8b_scores", "--profile", str(REPO / "profiles/slurm"),
-                     configs=(str(site),))
+def dry_run_resources(workdir, *configs: str) -> dict[str, str]:
+    """Rule -> the resources of its first job in a dry run of mfr123k_8b_scores with profiles/slurm."""
+    proc = snakemake(workdir, "-n", "mfr123k_8b_scores", "--profile", str(REPO / "profiles/slurm"), configs=configs)
     jobs = {}
     for block in proc.stdout.split("\nrule ")[1:]:
         name = block.split(":")[0].strip()
         resources = re.search(r"resources: (.*)", block)
         jobs.setdefault(name, resources.group(1) if resources else "")
+    return jobs
+
+
+def test_cluster_resources_follow_the_recipe_and_the_site_overlay(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("cluster: {partition: cpu, gpu_partition: gpu, account: lab, gpu_model: h100}\n")
+    jobs = dry_run_resources(tmp_path / "wd", str(site))
     assert "gpu=8," in jobs["trace"] and "slurm_partition=gpu" in jobs["trace"] and "gpu_model=h100" in jobs["trace"]
-    assert "runtime=2880" in jobs["trace"] and "gpu=1," in jobs["pass_rate"] and "gpu=2," in jobs["verify"]
+    assert "runtime=2880" in jobs["trace"] and "gpu=1," in jobs["pass_rate"]
     assert "gpu=" not in jobs["dedup"] and "slurm_partition=cpu" in jobs["dedup"] and "slurm_account=lab" in jobs["dedup"]
-    # cleaning: a GPU job per group of a source's shards (the profile's clean_generate resources),
-    # then a CPU job per shard that reads the journals
-    groups = [name for name in jobs if name.startswith("clean_generate_mmr1_")]
-    assert len(groups) == 19  # 127 shards of ~12,600 rows, 7 to a job of grouping.clean_rows = 100,000
-    assert all("gpu=2," in jobs[g] and "runtime=720" in jobs[g] and "slurm_partition=gpu" in jobs[g] for g in groups)
-    assert "gpu=" not in jobs["clean"] and "runtime=60" in jobs["clean"]
+    # cleaning, captions and judge: a GPU job per group of a source's shards (the profile's
+    # <stage>_generate resources), then a CPU job per shard that reads the journals
+    for stage, shard_rule, gpus, n in [("clean", "clean", 2, 19), ("caption", "caption", 8, 43),
+                                       ("judge", "verify", 2, 43)]:
+        groups = [name for name in jobs if name.startswith(f"{stage}_generate_mmr1_")]
+        # 127 shards of ~12,600 rows: 7 to a job of 100,000 rows (clean), 3 to one of 50,000
+        assert len(groups) == n, stage
+        assert all(f"gpu={gpus}," in jobs[g] and "runtime=720" in jobs[g] and "slurm_partition=gpu" in jobs[g]
+                   for g in groups), stage
+        assert "gpu=" not in jobs[shard_rule] and "slurm_partition=cpu" in jobs[shard_rule], shard_rule
+        assert "runtime=60" in jobs[shard_rule] or "runtime=120" in jobs[shard_rule], shard_rule
+    # not grouped: the shard job runs the model itself, sized as the group job would be
+    ungrouped = tmp_path / "ungrouped.yaml"
+    ungrouped.write_text("grouping: {clean_rows: null, caption_rows: null, judge_rows: null}\n")
+    jobs = dry_run_resources(tmp_path / "wd", str(site), str(ungrouped))
+    assert not [name for name in jobs if "_generate_" in name]
+    for shard_rule, gpus, mem in [("clean", 2, 128000), ("caption", 8, 512000), ("verify", 2, 128000)]:
+        assert f"gpu={gpus}," in jobs[shard_rule] and f"mem_mb={mem}," in jobs[shard_rule], jobs[shard_rule]
+        assert "runtime=720" in jobs[shard_rule] and "slurm_partition=gpu" in jobs[shard_rule]

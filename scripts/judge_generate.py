@@ -1,0 +1,7 @@
+from mmfr.snake import marker_journals, step, write_markers
+from mmfr.verify import judge_group
+
+with step(snakemake) as s:
+    counts = judge_group(list(s.input.records), list(s.input.traces), marker_journals(s.output.markers),
+                         s.params.checks, s.params.judge, s.params.seed)
+    write_markers(s.output.markers, counts)
