@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmfr import prompts, schema
-from mmfr.generate import LoadedModel, Request, generate, make_backend, request_key
+from mmfr.generate import LoadedModel, Request, generate, group_job, make_backend, request_key
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +68,13 @@ def caption_shard(shard: str, out: str, model: dict, seed: int, journal: str | N
 
 def caption_group(shards: list[str], journals: list[str], model: dict, seed: int) -> dict:
     """The captions of several shards in one job, with one load of the teacher: responses go to each
-    shard's journal (``journals[i]`` for ``shards[i]``), where ``caption_shard`` finds them. Returns
-    {shards, rows, finish_reason: counts}."""
-    loaded = LoadedModel()
-    counts: dict = {"shards": len(shards), "rows": 0, "finish_reason": {}}
-    try:
-        for shard, journal in zip(shards, journals):
-            _, resps = _captions(pq.read_table(shard).to_pylist(), model, seed, journal, loaded)
-            counts["rows"] += len(resps)
-            for p in resps:
-                counts["finish_reason"][p.finish_reason] = counts["finish_reason"].get(p.finish_reason, 0) + 1
-    finally:
-        loaded.close()
-    log.info("%s", counts)
-    return counts
+    shard's journal (``journals[i]`` for ``shards[i]``), where ``caption_shard`` finds them."""
+
+    def run(part, loaded):
+        shard, journal = part
+        return _captions(pq.read_table(shard).to_pylist(), model, seed, journal, loaded)[1]
+
+    return group_job(list(zip(shards, journals)), run)
 
 
 def trace_shard(shard: str, out: str, model: dict, n_samples: int, seed: int, journal: str | None = None) -> int:

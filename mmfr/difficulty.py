@@ -30,14 +30,16 @@ def student_requests(records: list[dict], n: int, seed: int, stage: str) -> list
 
 
 def ask(records: list[dict], model: dict, n: int, seed: int, stage: str, journal: str | None,
-        config_key: str | None = None):
+        config_key: str | None = None, loaded=None):
     """Generate n student-prompt answers per record; returns (requests, responses) aligned.
-    ``config_key``: where the config gives ``model``, for the backend's errors."""
+    ``config_key``: where the config gives ``model``, for the backend's errors; ``loaded``: a
+    ``LoadedModel`` that keeps the model across calls (a job that answers several benchmarks)."""
     _, version = prompts.load("student")
     model = resolve_model(model)
     reqs = student_requests(records, n, seed, stage)
     keys = [request_key(model, model.get("sampling", {}), r, version) for r in reqs]
-    responses = generate(lambda: make_backend(model, config_key=config_key), reqs, keys, journal)
+    backend = loaded.factory(model, config_key) if loaded else lambda: make_backend(model, config_key=config_key)
+    responses = generate(backend, reqs, keys, journal)
     return reqs, [responses[k] for k in keys]
 
 

@@ -51,6 +51,19 @@ def evaluate(bench: str, name: str, out: str, model: dict, seed: int, journal: s
     return accuracy
 
 
+def answer_group(benches: list[str], names: list[str], journals: list[str], model: dict, seed: int) -> dict:
+    """A model's answers to several benchmarks in one job, with one load of the model: they go to
+    each benchmark's journal (``journals[i]`` for ``benches[i]``), where ``evaluate`` finds and
+    scores them."""
+    from mmfr.generate import group_job
+
+    def run(part, loaded):
+        bench, name, journal = part
+        return ask(pq.read_table(bench).to_pylist(), model, 1, seed, f"eval/{name}", journal, loaded=loaded)[1]
+
+    return group_job(list(zip(benches, names, journals)), run)
+
+
 def score_table(items: dict[str, list[str]], out: str, paper: dict[str, float] | None = None) -> list[dict]:
     """Accuracy (percent) per benchmark and stage from per-item files, beside the paper's figures.
 

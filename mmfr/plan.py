@@ -4,7 +4,8 @@ Per generation stage: requests (items x samples), expected output tokens from th
 statistics (``plan.tokens`` in the config: the paper's mean CoT length per domain, its mean caption
 length, ...), engine hours at a stated tokens-per-second figure, GPU hours (x tensor parallel), the
 number of jobs (one per shard; a cleaning, captioning or judging job takes a group of a source's
-shards, ``grouping.<stage>_rows``) and the share of GPU time spent loading the model.
+shards, ``grouping.<stage>_rows``; evaluation, one per model and benchmark or, with
+``grouping.evaluate``, one per model) and the share of GPU time spent loading the model.
 """
 
 from __future__ import annotations
@@ -85,11 +86,12 @@ def stages(config: dict) -> list[Stage]:
     if models.get("judge"):
         plan.append(stage("judge", "judge", n * samples, n * samples * tokens.get("judge", 0), "judge"))
     plan.append(stage("pass_rate", "proxy", kept * k, k * by_domain(lambda s: int(s.get("expected") or source_rows(s)))))
-    n_models = 3 * len(config.get("subsets", [])) * len(config.get("students", []))  # base, SFT, GSPO
+    # each student's base model, and its SFT and GSPO checkpoints per subset
+    n_models = len(config.get("students", [])) * (1 + 2 * len(config.get("subsets", [])))
     evals = Stage("evaluate", "students", n_models * len(config.get("benchmarks", [])) * tokens.get("benchmark_items", 0),
                   n_models * len(config.get("benchmarks", [])) * tokens.get("benchmark_items", 0) * tokens.get("evaluate", 0),
                   int(config.get("evaluate", {}).get("generation", {}).get("tensor_parallel_size", 1)),
-                  n_models * len(config.get("benchmarks", [])))
+                  n_models if (config.get("grouping") or {}).get("evaluate") else n_models * len(config.get("benchmarks", [])))
     plan.append(evals)
     return plan
 

@@ -415,24 +415,16 @@ def judge_group(stds: list[str], traces: list[str], journals: list[str], checks:
     """The judge calls of ``verify_shard`` for several shards in one job, with one load of the judge:
     the rule checks run again here (they are cheap), and each judgment goes to its shard's journal
     (``journals[i]`` for ``stds[i]``), where the shard's verify job finds and reads it (and names a
-    judgment it cannot read). Returns {shards, traces, judged, finish_reason: counts}."""
-    from mmfr.generate import LoadedModel, generate
+    judgment it cannot read)."""
+    from mmfr.generate import generate, group_job
 
-    loaded = LoadedModel()
-    counts: dict = {"shards": len(stds), "traces": 0, "judged": 0, "finish_reason": {}}
-    try:
-        for std, trace, journal in zip(stds, traces, journals):
-            records, rows = _rule_checks(std, trace, checks)
-            _, reqs, keys = _judge_requests(rows, records, judge, seed)
-            counts["traces"] += len(rows)
-            counts["judged"] += len(reqs)
-            if reqs:
-                for resp in generate(loaded.factory(judge, "models.judge"), reqs, keys, journal).values():
-                    counts["finish_reason"][resp.finish_reason] = counts["finish_reason"].get(resp.finish_reason, 0) + 1
-    finally:
-        loaded.close()
-    logging.getLogger(__name__).info("%s", counts)
-    return counts
+    def run(part, loaded):
+        std, trace, journal = part
+        records, rows = _rule_checks(std, trace, checks)
+        _, reqs, keys = _judge_requests(rows, records, judge, seed)
+        return list(generate(loaded.factory(judge, "models.judge"), reqs, keys, journal).values()) if reqs else []
+
+    return group_job(list(zip(stds, traces, journals)), run)
 
 
 def _judge_requests(rows: list[dict], records: dict, judge: dict, seed: int):

@@ -1,5 +1,7 @@
 # Helpers shared by the rules: the config as lookup tables, paths, and input functions.
 # Nothing here imports heavy libraries: every SLURM job parses this file.
+from pathlib import Path
+
 from mmfr.config import check_config, generation_groups
 
 check_config(config)
@@ -147,6 +149,22 @@ def all_eval_items():
     return sorted(f"results/scores/{m}/{b}.parquet" for m in models for b in BENCHMARKS)
 
 
+def eval_groups():
+    """grouping.evaluate: one GPU job per model answers every benchmark. Each model (base/8b) by
+    the name its job takes (base_8b)."""
+    if not config["grouping"].get("evaluate"):
+        return {}
+    models = {m for t in SCORE_TARGETS for m in scored_models(*t).values()}
+    return {"_".join(Path(m).parts): m for m in sorted(models)}
+
+
+def evaluated(wildcards):
+    """The marker a model's evaluation job leaves once a benchmark's answers are in the journal."""
+    if not config["grouping"].get("evaluate"):
+        return []
+    return f"results/scores/{wildcards.model}/{wildcards.bench}.generated"
+
+
 def all_trained_models():
     return sorted(
         f"models/{sub}/{size}/{st}" for sub, size in SCORE_TARGETS for st in STAGES
@@ -199,6 +217,11 @@ def model_gpus(*roles):
 def rule_gpus():
     generation = config["evaluate"]["generation"]
     train_gpus = int(config["train"].get("gpus", 0))
+    eval_gpus = (
+        int(generation.get("tensor_parallel_size", 1))
+        if generation["backend"] == "vllm"
+        else 0
+    )
     return {
         "clean": 0 if "clean" in GROUPS else model_gpus("clean", "extract"),
         "clean_generate": model_gpus("clean", "extract"),
@@ -209,11 +232,8 @@ def rule_gpus():
         "verify": 0 if "judge" in GROUPS else model_gpus("judge"),
         "judge_generate": model_gpus("judge"),
         "pass_rate": model_gpus("proxy"),
-        "evaluate": (
-            int(generation.get("tensor_parallel_size", 1))
-            if generation["backend"] == "vllm"
-            else 0
-        ),
+        "evaluate": 0 if config["grouping"].get("evaluate") else eval_gpus,
+        "evaluate_generate": eval_gpus,
         "sft": train_gpus,
         "gspo": train_gpus,
         "base_model": 0,
@@ -221,7 +241,13 @@ def rule_gpus():
 
 
 # Rules made in a loop (one per source or shard group) take their family's resources
-FAMILIES = ("standardise", "clean_generate", "caption_generate", "judge_generate")
+FAMILIES = (
+    "standardise",
+    "clean_generate",
+    "caption_generate",
+    "judge_generate",
+    "evaluate_generate",
+)
 
 
 def family(rule_name):
@@ -229,7 +255,7 @@ def family(rule_name):
 
 
 # A grouped stage's per-shard rule, and the stage whose model it runs when not grouped
-PER_SHARD = {"clean": "clean", "caption": "caption", "verify": "judge"}
+PER_SHARD = {"clean": "clean", "caption": "caption", "verify": "judge", "evaluate": "evaluate"}
 
 
 def sized_as(rule_name):
@@ -237,7 +263,8 @@ def sized_as(rule_name):
     runs the model itself (its stage not grouped) takes those of the stage's group job, which the
     profile sizes for the model."""
     stage = PER_SHARD.get(rule_name)
-    if stage and stage not in GROUPS and rule_gpus()[rule_name]:
+    grouped = stage in GROUPS or (stage == "evaluate" and config["grouping"].get("evaluate"))
+    if stage and not grouped and rule_gpus()[rule_name]:
         return f"{stage}_generate"
     return family(rule_name)
 

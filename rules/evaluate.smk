@@ -32,10 +32,36 @@ rule prepare_benchmark:
         "../scripts/prepare_benchmark.py"
 
 
+# With grouping.evaluate, one GPU job per model answers every benchmark with one load of the
+# model; each benchmark's evaluate job then scores the answers from the journal.
+for _group, _model in eval_groups().items():
+
+    rule:
+        name:
+            f"evaluate_generate_{_group}"
+        input:
+            model=f"models/{_model}",
+            benches=[f"data/bench/{b}.parquet" for b in BENCHMARKS],
+        output:
+            markers=temp([f"results/scores/{_model}/{b}.generated" for b in BENCHMARKS]),
+        log:
+            f"logs/evaluate_generate/{_group}.log",
+        conda:
+            "../envs/vllm.yaml"
+        threads: 2
+        params:
+            names=list(BENCHMARKS),
+            generation=config["evaluate"]["generation"],
+            seed=SEED,
+        script:
+            "../scripts/evaluate_generate.py"
+
+
 rule evaluate:
     input:
         model=eval_model_dir,
         bench="data/bench/{bench}.parquet",
+        after=evaluated,
     output:
         "results/scores/{model}/{bench}.parquet",
     log:

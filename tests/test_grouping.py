@@ -28,32 +28,42 @@ JUDGE = {"backend": "openai", "model": "test-judge", "revision": "r1"}
 CHECKS = {"min_cot_words": 40}
 
 
-class Judge:
-    """A judge that calls an answer equivalent for about half the requests (by key), and counts."""
+class Counting:
+    """A backend that answers ``reply(key)`` to every request and records the keys it is asked."""
 
-    name = "test-judge"
-    asked: list = []
+    def __init__(self, name, reply):
+        self.name, self.reply, self.asked = name, reply, []
 
     def generate(self, requests, keys):
         for r, k in zip(requests, keys):
-            Judge.asked.append(k)
-            verdict = "EQUIVALENT" if int(hashlib.sha256(k.encode()).hexdigest(), 16) % 2 else "DIFFERENT"
-            yield Response(k, r.sample_id, r.sample_index, f"Compared.\nJUDGMENT: {verdict}", "stop", 5)
+            self.asked.append(k)
+            yield Response(k, r.sample_id, r.sample_index, self.reply(k), "stop", 5)
+
+
+def judgment(key: str) -> str:
+    """Equivalent for about half the requests (by key)."""
+    verdict = "EQUIVALENT" if int(hashlib.sha256(key.encode()).hexdigest(), 16) % 2 else "DIFFERENT"
+    return f"Compared.\nJUDGMENT: {verdict}"
+
+
+class Made(list):
+    judge: Counting
 
 
 @pytest.fixture
 def loads(monkeypatch):
-    """Every model a backend is made for (the scripted teacher is real; the judge is ``Judge``)."""
-    made = []
+    """Every model a backend is made for (the scripted teacher is real; the judge is ``judge``)."""
+    made = Made()
     real = mmfr.generate.make_backend
+    judge = Counting(JUDGE["model"], judgment)
 
     def make(spec, **kwargs):
         made.append(spec["model"])
-        return Judge() if spec["model"] == JUDGE["model"] else real(spec, **kwargs)
+        return judge if spec["model"] == JUDGE["model"] else real(spec, **kwargs)
 
     monkeypatch.setattr(mmfr.generate, "make_backend", make)
     monkeypatch.setattr("mmfr.annotate.make_backend", make)
-    Judge.asked = []
+    made.judge = judge
     return made
 
 
@@ -81,7 +91,7 @@ def test_a_caption_group_loads_the_teacher_once_and_the_shard_jobs_write_what_th
     root, paths = shards
     grouped = [str(tmp_path / f"g{i}.jsonl") for i in range(len(paths))]
     counts = caption_group([str(p) for p in paths], grouped, TEACHER, 7)
-    assert counts == {"shards": 3, "rows": 30, "finish_reason": {"stop": 30}}
+    assert counts == {"parts": 3, "requests": 30, "finish_reason": {"stop": 30}}
     assert loads == [TEACHER["model"]]
     for i, path in enumerate(paths):
         caption_shard(str(path), str(tmp_path / f"g{i}.parquet"), TEACHER, 7, grouped[i])
@@ -100,8 +110,8 @@ def test_a_judge_group_asks_once_per_wrong_answer_and_verify_reads_the_judgments
     traces = [str(root / f"{i}.traces.parquet") for i in range(len(paths))]
     grouped = [str(tmp_path / f"g{i}.jsonl") for i in range(len(paths))]
     counts = judge_group([str(p) for p in paths], traces, grouped, CHECKS, JUDGE, 7)
-    assert loads == [JUDGE["model"]] and counts["shards"] == 3 and counts["traces"] == 30
-    assert counts["judged"] == len(Judge.asked) > 0 and counts["finish_reason"] == {"stop": counts["judged"]}
+    assert loads == [JUDGE["model"]] and counts["parts"] == 3
+    assert counts["requests"] == len(loads.judge.asked) > 0 and counts["finish_reason"] == {"stop": counts["requests"]}
 
     def verify(i, journal, out):
         return verify_shard(str(paths[i]), traces[i], str(captions), str(root / "tokenizer.json"), str(tmp_path / out),
@@ -110,11 +120,11 @@ def test_a_judge_group_asks_once_per_wrong_answer_and_verify_reads_the_judgments
     verdicts = [verify(i, grouped[i], f"g{i}.parquet") for i in range(len(paths))]
     assert loads == [JUDGE["model"]]  # the shard jobs found every judgment in their journals
     judged = sum(n for v in verdicts for k, n in v.items() if k.endswith("/judge"))
-    assert judged == counts["judged"] and sum(v.get("correct/judge", 0) for v in verdicts) > 0
+    assert judged == counts["requests"] and sum(v.get("correct/judge", 0) for v in verdicts) > 0
     for i in range(len(paths)):  # the same verdicts as a verify job that asks the judge itself
         assert verify(i, str(tmp_path / "alone" / f"{i}.jsonl"), f"a{i}.parquet") == verdicts[i]
         assert (tmp_path / f"g{i}.parquet").read_bytes() == (tmp_path / f"a{i}.parquet").read_bytes()
-    assert len(Judge.asked) == 2 * counts["judged"]
+    assert len(loads.judge.asked) == 2 * counts["requests"]
 
 
 def test_stages_are_grouped_only_with_rows_per_job_and_a_model():
@@ -130,3 +140,25 @@ def test_stages_are_grouped_only_with_rows_per_job_and_a_model():
     assert set(generation_groups(config)) == {"clean"}
     assert set(generation_groups(load_config([str(REPO / "config.yaml"), str(REPO / "recipes/demo.yaml")]))) == {
         "clean", "caption"}  # the demo has no judge
+
+
+def test_an_evaluation_job_loads_the_model_once_for_every_benchmark(shards, monkeypatch, tmp_path):
+    from mmfr.evaluate import answer_group, evaluate
+
+    made = []
+    student_model = Counting("test-student", lambda key: "<think>\nlooking\n</think>\n<answer>A</answer>")
+    monkeypatch.setattr(mmfr.generate, "make_backend", lambda spec, **kw: made.append(spec["model"]) or student_model)
+    monkeypatch.setattr("mmfr.difficulty.make_backend", mmfr.generate.make_backend)
+    _, paths = shards
+    student = {"backend": "openai", "model": "test-student", "revision": "r1"}
+    names = [f"bench{i}" for i in range(len(paths))]
+    grouped = [str(tmp_path / f"{n}.jsonl") for n in names]
+    counts = answer_group([str(p) for p in paths], names, grouped, student, 7)
+    assert counts == {"parts": 3, "requests": 30, "finish_reason": {"stop": 30}} and made == ["test-student"]
+    scores = [evaluate(str(p), n, str(tmp_path / f"{n}.parquet"), student, 7, j) for p, n, j in zip(paths, names, grouped)]
+    assert made == ["test-student"] and len(student_model.asked) == 30  # scored from the journals
+    for p, n, score in zip(paths, names, scores):  # as a job that answers its one benchmark itself
+        alone = tmp_path / "alone" / f"{n}.parquet"
+        assert evaluate(str(p), n, str(alone), student, 7, str(tmp_path / "alone" / f"{n}.jsonl")) == score
+        assert alone.read_bytes() == (tmp_path / f"{n}.parquet").read_bytes()
+    assert len(student_model.asked) == 60 and 0 < sum(scores) < 3

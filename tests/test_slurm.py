@@ -46,7 +46,7 @@ DEMO = ("recipes/demo.yaml", "tests/tiny.yaml")
 # the cleaning jobs fail at run time: a local model path that does not exist on the node
 FAULT = "models:\n  clean: {backend: transformers, model: /nonexistent/mmfr-cleaner, revision: v1}\n"
 # artifacts of the rules that ask SLURM for a (fake) GPU in profiles/slurm-test
-GPU_ARTIFACTS = ("data/passrate/", "results/scores/base/", "models/mfr123k/tiny/sft")
+GPU_ARTIFACTS = ("data/passrate/", "models/mfr123k/tiny/sft")
 HALF_WRITTEN = "models/base/tiny"  # base_model's output directory exists for ~20 s of its ~35 s
 
 
@@ -382,16 +382,22 @@ def test_every_job_of_the_demo_completed_in_slurm_accounting(story):
 def test_provenance_names_the_slurm_job_and_the_fake_gpu(story):
     workdir = story["workdir"]
     submitted = {j for k in ("killed", "failed", "termed", "final") for j in story[k].job_ids}
-    records = {}
+    records, generated_by = {}, {}
     for p in (workdir / "provenance").rglob("*.json"):
         rec = json.loads(p.read_text())
         records[rec["artifact"]] = rec["hardware"]
+        if rec["artifact"].startswith("results/scores/") and rec["artifact"].endswith(".parquet"):
+            generated_by[rec["artifact"]] = rec["generated_by"][0]
     assert len([a for a in records if a.startswith("data/")]) > 40
     assert all(h["slurm_job_id"] in submitted for h in records.values()), records
+    # every evaluation: the model's answers from a GPU job (evaluate_generate_*), scored on a CPU
+    assert len(generated_by) >= 3 and all(g["rule"].startswith("evaluate_generate_") for g in generated_by.values())
     gpu = {a: h for a, h in records.items() if a.startswith(GPU_ARTIFACTS)}
-    assert len(gpu) >= 6 and all(h["cuda_visible_devices"] not in (None, "") for h in gpu.values()), gpu
+    gpu.update({f"{a} (answers)": g["hardware"] for a, g in generated_by.items()})
+    assert len(gpu) >= 8 and all(h["cuda_visible_devices"] not in (None, "") for h in gpu.values()), gpu
     assert all(h.get("gpu_count", 1) == 1 for h in gpu.values()), gpu
     # SLURM gave those jobs one GPU each; the jobs that asked for none see no CUDA_VISIBLE_DEVICES
     tres = sacct({h["slurm_job_id"] for h in gpu.values()})
     assert all("gres/gpu=1" in r["tres"] for r in tres.values()), tres
-    assert all(h["cuda_visible_devices"] is None for a, h in records.items() if a.startswith("data/clean/"))
+    assert all(h["cuda_visible_devices"] is None for a, h in records.items() if a.startswith(("data/clean/",
+                                                                                             "results/scores/")))

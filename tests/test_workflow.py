@@ -34,6 +34,9 @@ def test_full_recipe_dry_run_lists_the_whole_dag_without_torch(tmp_path):
     for rule in ("clean", "caption", "trace", "verify", "pass_rate"):
         assert counts[rule] == n_shards, rule
     assert counts["evaluate"] == 3 * len(config["benchmarks"])  # base, SFT, GSPO
+    # grouping.evaluate: one GPU job per model answers every benchmark
+    assert {rule for rule in counts if rule.startswith("evaluate_generate_")} == {
+        "evaluate_generate_base_8b", "evaluate_generate_mfr123k_8b_sft", "evaluate_generate_mfr123k_8b_gspo"}
     assert counts["download_benchmark"] == len(config["benchmarks"])
     assert counts["subset"] == 2  # mfr123k and the RL hold-out
     assert counts["sft"] == counts["gspo"] == counts["base_model"] == 1
@@ -139,8 +142,10 @@ def test_changing_a_subset_threshold_reruns_only_what_depends_on_it(demo_run, tm
     proc = snakemake(demo_run, "-n", "all", configs=("recipes/demo.yaml", "tests/tiny.yaml", str(overlay)))
     counts = job_counts(proc.stdout)
     counts.pop("total")
+    answers = {rule: counts.pop(rule) for rule in list(counts) if rule.startswith("evaluate_generate_")}
     assert counts == {"subset": 1, "sft": 1, "gspo": 1, "evaluate": 2, "score_table": 1, "summary": 1,
                       "report_figures": 1, "all": 1}
+    assert sorted(answers) == ["evaluate_generate_mfr123k_tiny_gspo", "evaluate_generate_mfr123k_tiny_sft"]
 
 
 DATA_STAGES = ("std", "dedup", "clean", "captions", "traces", "verified", "passrate", "subsets")
@@ -292,11 +297,15 @@ def test_cluster_resources_follow_the_recipe_and_the_site_overlay(tmp_path):
                    for g in groups), stage
         assert "gpu=" not in jobs[shard_rule] and "slurm_partition=cpu" in jobs[shard_rule], shard_rule
         assert "runtime=60" in jobs[shard_rule] or "runtime=120" in jobs[shard_rule], shard_rule
+    answers = [name for name in jobs if name.startswith("evaluate_generate_")]
+    assert len(answers) == 3 and all("gpu=1," in jobs[a] and "runtime=720" in jobs[a] for a in answers)
+    assert "gpu=" not in jobs["evaluate"] and "runtime=60" in jobs["evaluate"]
     # not grouped: the shard job runs the model itself, sized as the group job would be
     ungrouped = tmp_path / "ungrouped.yaml"
-    ungrouped.write_text("grouping: {clean_rows: null, caption_rows: null, judge_rows: null}\n")
+    ungrouped.write_text("grouping: {clean_rows: null, caption_rows: null, judge_rows: null, evaluate: false}\n")
     jobs = dry_run_resources(tmp_path / "wd", str(site), str(ungrouped))
     assert not [name for name in jobs if "_generate_" in name]
-    for shard_rule, gpus, mem in [("clean", 2, 128000), ("caption", 8, 512000), ("verify", 2, 128000)]:
+    for shard_rule, gpus, mem in [("clean", 2, 128000), ("caption", 8, 512000), ("verify", 2, 128000),
+                                  ("evaluate", 1, 64000)]:
         assert f"gpu={gpus}," in jobs[shard_rule] and f"mem_mb={mem}," in jobs[shard_rule], jobs[shard_rule]
         assert "runtime=720" in jobs[shard_rule] and "slurm_partition=gpu" in jobs[shard_rule]

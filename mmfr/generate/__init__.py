@@ -276,6 +276,24 @@ class LoadedModel:
         self.backend = self.spec_key = None
 
 
+def group_job(parts: list, run: Callable[[object, LoadedModel], list[Response]]) -> dict:
+    """The loop of a job that generates for several parts (shards, benchmarks) with one load of its
+    model: ``run(part, loaded)`` generates one part's requests through ``loaded``, which keeps the
+    model from part to part and is closed at the end. Returns {parts, requests, finish_reason:
+    counts}, for the job's log and markers."""
+    loaded = LoadedModel()
+    counts: dict = {"parts": len(parts), "requests": 0, "finish_reason": {}}
+    try:
+        for part in parts:
+            for resp in run(part, loaded):
+                counts["requests"] += 1
+                counts["finish_reason"][resp.finish_reason] = counts["finish_reason"].get(resp.finish_reason, 0) + 1
+    finally:
+        loaded.close()
+    log.info("%s", counts)
+    return counts
+
+
 def make_backend(spec: dict, **kwargs) -> Backend:
     """``spec`` is a model block of the config: ``{backend, model, revision, ...}``; ``config_key``
     (say ``models.proxy``) names it in the error a local backend raises for a missing model path."""
