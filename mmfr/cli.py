@@ -8,6 +8,11 @@ import subprocess
 import sys
 
 
+# a subset's mean pass rate over its samples (the table holds one mean per source and domain)
+SUBSETS = ("SELECT subset, sum(n) n, round(sum(n * mean_pass_rate) / sum(n), 3) mean_pass_rate FROM subsets "
+           "GROUP BY subset ORDER BY subset")
+
+
 def show(path: str) -> None:
     import duckdb
 
@@ -37,8 +42,7 @@ def show(path: str) -> None:
           "SELECT kind, n, round(mean, 1) mean, median, round(p95) p95, max, total FROM token_stats "
           "WHERE source = '(all)'")
     table("Pass rate of the proxy model", "SELECT pass_rate, sum(n) n FROM pass_rates GROUP BY ALL ORDER BY ALL")
-    table("Subsets", "SELECT subset, sum(n) n, round(avg(mean_pass_rate), 3) mean_pass_rate FROM subsets "
-          "GROUP BY subset ORDER BY subset")
+    table("Subsets", SUBSETS)
     table("Scores (accuracy %)",
           "SELECT coalesce(subset, '-') subset, size, stage, benchmark, round(accuracy, 2) accuracy, n FROM scores "
           "WHERE category = '(all)' ORDER BY size, subset NULLS FIRST, stage, benchmark")

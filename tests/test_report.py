@@ -146,3 +146,13 @@ def test_every_artifact_has_a_section_and_a_caption():
         assert name in CATEGORIES
         assert (REPO / "report" / f"{name}.rst").read_text().strip(), name
     assert (REPO / "report" / "workflow.rst").exists()
+
+
+def test_mmfr_show_weights_a_subset_s_pass_rate_by_its_samples(summary):
+    from mmfr.cli import SUBSETS
+
+    con = duckdb.connect(summary)
+    con.execute("INSERT INTO subsets VALUES ('rl', 'b', 'general', 3, 1.0, 10.0)")
+    rows = con.execute(SUBSETS).fetchall()
+    con.close()
+    assert rows == [("hard", 5, 0.0), ("rl", 4, 0.875)]  # (1 x 0.5 + 3 x 1.0) / 4, not (0.5 + 1.0) / 2
