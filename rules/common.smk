@@ -26,6 +26,20 @@ TRACE_STAGE = "expanded" if EXPAND else "traces"
 # (grouping.<stage>_rows rows) and puts every response in the shards' journals; each shard's own
 # job then loads no model. {stage: {group: (source, shards)}} for clean, caption and judge.
 GROUPS = generation_groups(config)
+# Each grouped stage's per-shard rule (per benchmark for evaluate), and the stage it belongs to
+PER_SHARD = {
+    "clean": "clean",
+    "caption": "caption",
+    "verify": "judge",
+    "evaluate": "evaluate",
+}
+
+
+def grouped(stage):
+    """Does one GPU job generate for several of this stage's shards (benchmarks, for evaluate)?"""
+    return stage in GROUPS or (
+        stage == "evaluate" and bool(config["grouping"].get("evaluate"))
+    )
 
 
 def _names(names):
@@ -71,7 +85,7 @@ def generated(stage):
     journals (nothing when the stage is not grouped)."""
 
     def marker(wildcards):
-        if stage not in GROUPS:
+        if not grouped(stage):
             return []
         return group_markers(stage, wildcards.source, [wildcards.shard])
 
@@ -152,7 +166,7 @@ def all_eval_items():
 def eval_groups():
     """grouping.evaluate: one GPU job per model answers every benchmark. Each model (base/8b) by
     the name its job takes (base_8b)."""
-    if not config["grouping"].get("evaluate"):
+    if not grouped("evaluate"):
         return {}
     models = {m for t in SCORE_TARGETS for m in scored_models(*t).values()}
     return {"_".join(Path(m).parts): m for m in sorted(models)}
@@ -160,7 +174,7 @@ def eval_groups():
 
 def evaluated(wildcards):
     """The marker a model's evaluation job leaves once a benchmark's answers are in the journal."""
-    if not config["grouping"].get("evaluate"):
+    if not grouped("evaluate"):
         return []
     return f"results/scores/{wildcards.model}/{wildcards.bench}.generated"
 
@@ -217,23 +231,25 @@ def model_gpus(*roles):
 def rule_gpus():
     generation = config["evaluate"]["generation"]
     train_gpus = int(config["train"].get("gpus", 0))
-    eval_gpus = (
-        int(generation.get("tensor_parallel_size", 1))
-        if generation["backend"] == "vllm"
-        else 0
-    )
+    generated = {
+        "clean": model_gpus("clean", "extract"),
+        "caption": model_gpus("caption"),
+        "judge": model_gpus("judge"),
+        "evaluate": (
+            int(generation.get("tensor_parallel_size", 1))
+            if generation["backend"] == "vllm"
+            else 0
+        ),
+    }
+    gpus = {f"{stage}_generate": n for stage, n in generated.items()}
+    # a grouped stage's per-shard jobs read the journals: no GPU
+    for rule_name, stage in PER_SHARD.items():
+        gpus[rule_name] = 0 if grouped(stage) else generated[stage]
     return {
-        "clean": 0 if "clean" in GROUPS else model_gpus("clean", "extract"),
-        "clean_generate": model_gpus("clean", "extract"),
-        "caption": 0 if "caption" in GROUPS else model_gpus("caption"),
-        "caption_generate": model_gpus("caption"),
+        **gpus,
         "trace": model_gpus("trace"),
         "expand": model_gpus("expand"),
-        "verify": 0 if "judge" in GROUPS else model_gpus("judge"),
-        "judge_generate": model_gpus("judge"),
         "pass_rate": model_gpus("proxy"),
-        "evaluate": 0 if config["grouping"].get("evaluate") else eval_gpus,
-        "evaluate_generate": eval_gpus,
         "sft": train_gpus,
         "gspo": train_gpus,
         "base_model": 0,
@@ -254,17 +270,12 @@ def family(rule_name):
     return next((f for f in FAMILIES if rule_name.startswith(f + "_")), rule_name)
 
 
-# A grouped stage's per-shard rule, and the stage whose model it runs when not grouped
-PER_SHARD = {"clean": "clean", "caption": "caption", "verify": "judge", "evaluate": "evaluate"}
-
-
 def sized_as(rule_name):
     """Whose set-resources a rule takes. A looped rule takes its family's. A per-shard rule that
     runs the model itself (its stage not grouped) takes those of the stage's group job, which the
     profile sizes for the model."""
     stage = PER_SHARD.get(rule_name)
-    grouped = stage in GROUPS or (stage == "evaluate" and config["grouping"].get("evaluate"))
-    if stage and not grouped and rule_gpus()[rule_name]:
+    if stage and not grouped(stage) and rule_gpus()[rule_name]:
         return f"{stage}_generate"
     return family(rule_name)
 
