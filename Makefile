@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env demo report test lint dry-run clean-demo
+.PHONY: env demo report test lint dry-run clean-demo clean-all
 
 env: $(VENV)/.installed
 
@@ -41,5 +41,11 @@ lint: env
 dry-run: env
 	$(BIN)/snakemake -n mfr123k_8b_scores
 
-clean-demo:
+# what the demo built (its outputs, logs, provenance records and journals), nothing of another recipe
+clean-demo: env
+	$(BIN)/mmfr clean all --profile profiles/demo
+	rm -f results/report.html
+
+# every artifact of every recipe: data, models, results, logs, provenance, Snakemake's metadata
+clean-all:
 	rm -rf data models results logs provenance .snakemake

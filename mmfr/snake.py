@@ -10,7 +10,9 @@ Every script is::
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
+import os
 import sys
 import time
 
@@ -57,6 +59,9 @@ def step(snakemake, extra: dict | None = None):
     inputs = [str(p) for p in snakemake.input if str(p) not in after]
     if after:  # the jobs that generated this one's responses: where they ran, on which GPUs
         extra = {**(extra or {}), "generated_by": [provenance.job_of(p) for p in after]}
+    if snakemake.output and (journals := journals_of(str(snakemake.output[0]))):
+        # the responses this output was built from: the audit checks the journals still hold them
+        extra = {**(extra or {}), "journals": [provenance.seal(j) for j in journals]}
     for out in snakemake.output:
         provenance.write(str(out), rule=rule, wildcards=wildcards, params=params, inputs=inputs,
                          started=started, finished=finished, extra=extra)
@@ -77,6 +82,13 @@ def journal(snakemake) -> str:
 def journal_of(output: str) -> str:
     """The journal of finished generation requests for an output of a generation rule."""
     return f"data/journal/{output.removeprefix('data/')}.jsonl"
+
+
+def journals_of(output: str) -> list[str]:
+    """The journals there are for an output: its own, and one per task where a stage asks several
+    (``<journal stem>.clean.jsonl`` and ``.extract.jsonl``)."""
+    stem = journal_of(output).removesuffix(".jsonl")
+    return sorted(p for p in glob.glob(glob.escape(stem) + ".jsonl") + glob.glob(glob.escape(stem) + ".*.jsonl"))
 
 
 def marker_journals(markers) -> list[str]:

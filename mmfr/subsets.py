@@ -47,6 +47,21 @@ def candidates(records: list[str], captions: list[str], verified: list[str], pas
     return con
 
 
+def check_where(where: str) -> str | None:
+    """Why ``where`` is not a valid subset filter (unknown column, syntax), or None: it is bound
+    against an empty table with the columns a subset selects from."""
+    con = duckdb.connect()
+    con.register("empty", SUBSET.empty_table())
+    con.create_function("in_rl", lambda i: False, [str], bool, side_effects=False)
+    try:
+        con.execute(f"SELECT * FROM empty WHERE NOT in_rl(id) AND ({where}) LIMIT 0")
+    except duckdb.Error as e:
+        return str(e).splitlines()[0]
+    finally:
+        con.close()
+    return None
+
+
 def build(inputs: dict, out_dir: str, spec: dict, rl: dict, seed: int, shard_rows: int = 5000) -> int:
     """Write subset ``spec`` (name, where | kind: rl) to ``out_dir``; returns its row count."""
     con = candidates(inputs["records"], inputs["captions"], inputs["verified"], inputs["passrates"])

@@ -2,9 +2,14 @@
 # Nothing here imports heavy libraries: every SLURM job parses this file.
 from pathlib import Path
 
-from mmfr.config import check_config, generation_groups
+from mmfr.config import canonicalise, check_config, check_filters, generation_groups
 
 check_config(config)
+# mappings in sorted key order: Snakemake compares params as written, so every way of giving the
+# same config (overlay order, profile or command line) must give the same params
+canonicalise(config)
+if workflow.is_main_process:  # needs duckdb; the jobs' own parses skip it
+    check_filters(config)
 
 SEED = config["seed"]
 SOURCES = {s["name"]: s for s in config["sources"]}
@@ -191,6 +196,58 @@ def paper_scores(wildcards):
         for name, b in BENCHMARKS.items()
         if wildcards.size in b.get("paper", {})
     }
+
+
+# Every persistent artifact of a target's graph, as the target's input. Snakemake rebuilds a missing
+# file only when a job that needs it runs, so without this a file lost in a crash stayed lost under
+# its newer dependents and the build said it succeeded. Temporary markers are not listed.
+def data_artifacts():
+    """Everything the subsets are built from, raw downloads to pass rates."""
+    files = [
+        "data/dedup/drops.parquet",
+        "results/dedup_report.tsv",
+        "models/tokenizer/tokenizer.json",
+    ]
+    for s in SOURCES:
+        files += [
+            f"data/raw/{s}/{f}" for f in ("data.parquet", "manifest.json", "images")
+        ]
+        files += [f"data/std/{s}/dropped.parquet", f"data/std/{s}/counts.json"]
+    for b in BENCHMARKS:
+        files += [
+            f"data/raw/bench/{b}{f}" for f in (".parquet", ".manifest.json", ".images")
+        ]
+        files += [f"data/bench/{b}.parquet", f"data/bench/{b}.dropped.parquet"]
+    stages = ["std", "clean", "captions", "traces", "verified", "passrate"]
+    for stage in stages + (["expanded"] if EXPAND else []):
+        files += all_shard_paths(stage)
+    files += [
+        p.replace(".parquet", ".dropped.parquet") for p in all_shard_paths("clean")
+    ]
+    return files
+
+
+def score_artifacts(subset, size):
+    """Everything one score table is built from, beyond the data: subsets, checkpoints, answers."""
+    models = scored_models(subset, size)
+    return [
+        f"data/subsets/{subset}",
+        f"data/subsets/{RL['name']}",
+        *[f"models/{m}" for m in models.values()],
+        *[
+            f"results/scores/{m}/{b}.parquet"
+            for m in models.values()
+            for b in BENCHMARKS
+        ],
+        score_table(subset, size),
+    ]
+
+
+def all_artifacts():
+    files = data_artifacts() + all_subset_dirs()
+    for subset, size in SCORE_TARGETS:
+        files += score_artifacts(subset, size)
+    return sorted(set(files))
 
 
 def summary_inputs(wildcards):

@@ -159,3 +159,71 @@ def test_an_index_cut_short_by_a_kill_is_rebuilt(tmp_path):
     append(journal, responses[3:])
     assert set(journal.lookup({"k0", "k1", "k2", "k3"})) == {"k0", "k1", "k2", "k3"}
     assert all(len(line.split()) == 3 for line in open(journal.index_path))
+
+
+def test_reopening_a_whole_journal_adds_nothing_and_keeps_its_index(tmp_path):
+    """A journal that ends in a newline is not torn: reopening it twice adds no blank line, and its
+    index (complete) is not rebuilt."""
+    journal = Journal(str(tmp_path / "j.jsonl"))
+    append(journal, [Response("k0", "s0", 0, "t0", "stop", 1)])
+    index_mtime = (tmp_path / "j.jsonl.idx").stat().st_mtime_ns
+    for _ in range(2):
+        with journal.writer():
+            pass
+    assert open(journal.path, "rb").read().count(b"\n") == 1
+    assert (tmp_path / "j.jsonl.idx").stat().st_mtime_ns == index_mtime
+    append(journal, [Response("k1", "s1", 0, "t1", "stop", 1)])
+    lines = open(journal.path, "rb").read().split(b"\n")
+    assert len(lines) == 3 and lines[-1] == b"" and all(lines[:2])
+    assert len(open(journal.index_path).readlines()) == 2
+
+
+def test_an_edited_journal_line_is_refused_and_named(tmp_path):
+    """Every line carries a sha256 of its response: an edit is found on load (the request is
+    generated again, nothing edited flows on) and by check_lines (which the audit runs)."""
+    from mmfr.generate import check_lines
+
+    path = str(tmp_path / "j.jsonl")
+    reqs = [req(i) for i in range(3)]
+    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    generate(CountingBackend(), reqs, keys, path)
+    assert check_lines(path) == []
+    text = open(path, encoding="utf-8").read()
+    open(path, "w", encoding="utf-8").write(text.replace("answer s1", "answer 42"))
+    assert [n for n, _ in check_lines(path)] == [2]
+    assert set(Journal(path).load()) == {keys[0], keys[2]}
+    again = CountingBackend()
+    out = generate(again, reqs, keys, path)
+    assert again.calls == [keys[1]] and out[keys[1]].text == "answer s1"
+    # a line without its seal (written by hand) is named too, though still read
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"key": "k9", "sample_id": "s9", "sample_index": 0, "text": "x",
+                            "finish_reason": "stop"}) + "\n")
+    assert [why for _, why in check_lines(path)][-1] == "no sha256"
+
+
+def test_a_local_model_is_keyed_by_what_determines_its_outputs(tmp_path):
+    """Metrics, logs and training state do not change a checkpoint's key; weights, config and
+    tokenizer files do."""
+    from mmfr.generate import resolve_model
+
+    model = tmp_path / "models/sft"
+    model.mkdir(parents=True)
+    for name, data in [("model.safetensors", b"weights"), ("config.json", b"{}"), ("tokenizer.json", b"{}"),
+                       ("metrics.json", b'{"train_time_s": 12.5}'), ("training_args.bin", b"runs/Dec02_12-48"),
+                       ("checkpoint-10/model.safetensors", b"old")]:
+        (model / name).parent.mkdir(exist_ok=True)
+        (model / name).write_bytes(data)
+    key = resolve_model({"model": str(model)})["revision"]
+    assert key.startswith("sha256:")
+    (model / "metrics.json").write_bytes(b'{"train_time_s": 13.1}')
+    (model / "checkpoint-10/model.safetensors").write_bytes(b"older")
+    (model / "trainer_log.txt").write_bytes(b"step 1")
+    (model / "training_args.bin").write_bytes(b"runs/Dec02_12-55")
+    assert resolve_model({"model": str(model)})["revision"] == key
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        before = (model / name).read_bytes()
+        (model / name).write_bytes(before + b" ")
+        assert resolve_model({"model": str(model)})["revision"] != key, name
+        (model / name).write_bytes(before)
+    assert resolve_model({"model": str(model), "revision": "pinned"})["revision"] == "pinned"

@@ -34,6 +34,46 @@ def test_config_errors_name_the_key(config, edit, key):
         check_config(config)
 
 
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c.update(sede=99), "sede: unknown key (did you mean 'seed'?"),
+    (lambda c: c["verify"].update(min_cot_wrds=10), "verify.min_cot_wrds: unknown key (did you mean 'min_cot_words'?"),
+    (lambda c: c["models"]["trace"].update(temprature=0.6), "models.trace.temprature: unknown key"),
+    (lambda c: c["sources"][0].update(shards="four"), "sources[0].shards: 'four' is not of type 'integer'"),
+])
+def test_schema_errors_name_the_key(config, edit, key):
+    from mmfr.config import check_schema
+
+    schema = str(REPO / "schemas/config.schema.yaml")
+    check_schema(config, schema)
+    edit(config)
+    with pytest.raises(ConfigError) as error:
+        check_schema(config, schema)
+    assert key in str(error.value)
+
+
+def test_a_filter_is_compiled_before_any_job(config):
+    from mmfr.config import check_filters
+
+    check_filters(config)
+    config["subsets"][0]["where"] = "pass_rat = 0"
+    with pytest.raises(ConfigError, match=r"subsets\[0\]\.where \(mfr1800k\).*pass_rat"):
+        check_filters(config)
+    config["subsets"][0]["where"] = "pass_rate = = 0"
+    with pytest.raises(ConfigError, match=r"subsets\[0\]\.where"):
+        check_filters(config)
+
+
+def test_a_local_dataset_path_that_does_not_exist_is_named(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config["sources"][0]["hf_id"] = "./mirror/mmr1"
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.hf_id .*'./mirror/mmr1' does not exist"):
+        check_config(config)
+    (tmp_path / "mirror/mmr1").mkdir(parents=True)
+    check_config(config)
+    config["sources"][0]["hf_id"] = "MMR1/MMR1-SFT"  # a hub id is never taken for a path
+    check_config(config)
+
+
 def context(rec):
     return {"metadata": rec["metadata"], "answer": rec["answer"], "answer_type": rec["answer_type"],
             "choices": rec["choices"]}

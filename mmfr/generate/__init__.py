@@ -45,7 +45,15 @@ class Response:
     error: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True, ensure_ascii=False)
+        """The journal line: the response and a sha256 over it, so an edited line is found (the
+        journal drops it on load and the audit names it)."""
+        return json.dumps({**self.__dict__, "sha256": content_sha256(self.__dict__)}, sort_keys=True,
+                          ensure_ascii=False)
+
+
+def content_sha256(fields: dict) -> str:
+    """The seal of a journal line: sha256 of its fields (all but ``sha256``) as canonical JSON."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def image_sha256(data: bytes) -> str:
@@ -147,9 +155,10 @@ class Journal:
         wrote), fsynced on close. A line torn by an earlier kill is closed off first."""
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with open(self.path, "a+b") as f:
-            torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n")
-            if torn:
-                f.write(b"\n")
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # torn by a kill: end it, so the next line stands alone
+                    f.write(b"\n")
         if not self._index_complete():
             self.rebuild_index()
         with open(self.path, "ab") as f, open(self.index_path, "a", encoding="ascii") as idx:
@@ -178,10 +187,42 @@ def restore_think(text: str) -> str:
 
 
 def _parse(line: str) -> Response | None:
+    """The response on a journal line; None for a torn line, and for an edited one (its fields no
+    longer match its sha256: it is logged, and the request is generated again)."""
     try:
-        return Response(**json.loads(line))
-    except (json.JSONDecodeError, TypeError):
+        fields = json.loads(line)
+        seal = fields.pop("sha256", None)
+        response = Response(**fields)
+    except (json.JSONDecodeError, TypeError, AttributeError):
         return None
+    if seal is not None and seal != content_sha256(fields):
+        log.warning("journal line for %s (%s) does not match its sha256: edited after it was written; "
+                    "ignored, the request will be generated again", fields.get("key"), fields.get("sample_id"))
+        return None
+    return response
+
+
+def check_lines(path: str) -> list[tuple[int, str]]:
+    """(line number, problem) for each line of the journal at ``path`` that is not a whole, sealed
+    response (edited, unsealed, or not JSON). A torn last line is not counted: the next append
+    ends it."""
+    problems = []
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip() or (number == len(lines)):  # the text after the last newline: torn, or none
+            continue
+        try:
+            fields = json.loads(raw.decode("utf-8"))
+            seal = fields.pop("sha256", None)
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            problems.append((number, "not a JSON response"))
+            continue
+        if seal is None:
+            problems.append((number, "no sha256"))
+        elif seal != content_sha256(fields):
+            problems.append((number, f"edited: its fields no longer match its sha256 (key {fields.get('key')})"))
+    return problems
 
 
 def siblings(journal_path: str) -> list[Journal]:
@@ -241,13 +282,14 @@ def generate(backend: Backend | Callable[[], Backend], requests: list[Request], 
 
 
 def resolve_model(spec: dict) -> dict:
-    """A model that is a local directory (a checkpoint this workflow trained) is keyed by its
-    content hash, so retraining it invalidates its cached responses and nothing else does."""
+    """A model that is a local directory (a checkpoint this workflow trained) is keyed by the hash of
+    what determines its outputs (weights, config, tokenizer and processor files): new weights
+    invalidate its cached responses; its metrics, logs or a retraining to the same bits do not."""
     path = spec.get("model", "")
     if os.path.isdir(path) and not spec.get("revision"):
-        from mmfr.provenance import known_sha256
+        from mmfr.provenance import known_model_sha256
 
-        return {**spec, "revision": "sha256:" + known_sha256(path)}
+        return {**spec, "revision": "sha256:" + known_model_sha256(path)}
     return spec
 
 
