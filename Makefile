@@ -1,6 +1,6 @@
 # make demo : create the environment and run the whole graph on the embedded offline default
 # make report: (re)write results/report.html, the Snakemake report of the demo build
-# make test : create the environment if needed and run the test suite
+# make test : create the environment if needed and run the test suite (make test-fast: the unit tier)
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env demo report test lint dry-run clean-demo clean-all
+.PHONY: env demo report test test-fast lint dry-run clean-demo clean-all
 
 env: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ report: env
 
 test: env
 	$(BIN)/pytest -q tests
+
+# the unit tier: every test that neither runs the workflow nor a cluster (under 2 minutes)
+test-fast: env
+	$(BIN)/pytest -q -m "not workflow and not slurm" tests
 
 lint: env
 	$(BIN)/snakemake --lint

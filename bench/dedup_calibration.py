@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from mmfr import dedup, images, synth
+from mmfr import dedup, images
+from mmfr.demo import synth
 from mmfr.schema import seed_for
 
 DS = range(0, 11)
@@ -70,7 +71,7 @@ def real_images(root: Path) -> None:
 
 
 def demo_images(per_family: int) -> None:
-    print(f"\n== demo images: {per_family} train x {per_family} test per family (mmfr.synth, max_side 512)")
+    print(f"\n== demo images: {per_family} train x {per_family} test per family (mmfr.demo.synth, max_side 512)")
     print("distinct train/test pairs within d bits (hash alone | same answer and options too), "
           "d = " + ",".join(map(str, DS)))
     for family in synth.FAMILIES:

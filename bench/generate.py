@@ -41,7 +41,8 @@ ROWS: list[tuple] = []  # backend, setting, requests, errors, seconds, tokens, c
 
 def synth_requests(n: int, seed: int = 1):
     """``n`` student-prompt requests, each with its own synthetic image (PNG), families interleaved."""
-    from mmfr import prompts, schema, synth
+    from mmfr import prompts, schema
+    from mmfr.demo import synth
     from mmfr.generate import Request
 
     per = (n + len(synth.FAMILIES) - 1) // len(synth.FAMILIES)

@@ -13,16 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmfr import prompts, schema
-from mmfr.generate import LoadedModel, Request, generate, group_job, make_backend, request_key
+from mmfr.generate import generate, group_job, LoadedModel, make_backend, Request, request_key
+from mmfr.schema import CAPTIONS, TRACES
+from mmfr.verify import extract_answer, split_response
 
 log = logging.getLogger(__name__)
-
-CAPTIONS = pa.schema([("id", pa.string()), ("source", pa.string()), ("caption", pa.string()),
-                      ("finish_reason", pa.string()), ("n_tokens", pa.int64()), ("error", pa.string()),
-                      ("model", pa.string())])
-TRACES = pa.schema([("id", pa.string()), ("source", pa.string()), ("sample_index", pa.int64()),
-                    ("response", pa.string()), ("finish_reason", pa.string()), ("n_tokens", pa.int64()),
-                    ("error", pa.string()), ("model", pa.string())])
 
 
 def _context(rec: dict, task: str) -> dict:
@@ -106,7 +101,6 @@ _ANSWER_TAG = re.compile(r"<answer>.*?(?:</answer>|$)", re.S)
 def short_reasoning(text: str) -> str:
     """The reasoning of a short trace without its tags: the think block when it is well formed,
     else the text with think tags and answer tags taken out (the expansion rewraps it)."""
-    from mmfr.verify import split_response
 
     think, _ = split_response(text)
     if think is None:
@@ -145,7 +139,6 @@ def expand_shard(records_path: str, traces_path: str, out: str, model: dict, spe
     its finish_reason; one that does not start from the cue is recorded as an error (with
     ``require_cue``, the default) or kept as it is. The short trace enters without its tags, so
     only the continuation decides the format verify checks. Returns counts of the rows by outcome."""
-    from mmfr.verify import extract_answer
 
     spec = {**EXPAND_DEFAULTS, **(spec or {})}
     cue = spec["cue"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from mmfr import provenance
 from mmfr.generate import check_lines
+from mmfr.snake import journals_of
 
 # what a finding means, most serious first
 PROBLEMS = {
@@ -132,7 +133,6 @@ def summary_rows(summary: str) -> list[dict]:
 def build_files(summary: str) -> list[str]:
     """Every file a graph's outputs leave: each output, its logs, its provenance record, and the
     journal of model responses (and its index) it was built from."""
-    from mmfr.snake import journals_of
 
     files = []
     for row in summary_rows(summary):

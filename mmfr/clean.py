@@ -18,9 +18,10 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmfr import adapters, prompts, schema
-from mmfr.generate import LoadedModel, Request, generate, make_backend, request_key
-from mmfr.sources import DROPPED, dropped_row, tally
+from mmfr import prompts, schema
+from mmfr.answers import detect_answer_type, to_letter
+from mmfr.generate import generate, LoadedModel, make_backend, Request, request_key
+from mmfr.schema import DROPPED, dropped_row, tally
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,9 @@ def finish_types(rec: dict) -> str | None:
     """Detect a missing answer type; a choice answered by its option text becomes the letter.
     Returns why the record cannot be used (a choice answer naming none of its options), or None."""
     if not rec["answer_type"]:
-        rec["answer_type"] = adapters.detect_answer_type(rec["answer"], rec["choices"])
+        rec["answer_type"] = detect_answer_type(rec["answer"], rec["choices"])
     if rec["answer_type"] == "choice" and rec["choices"]:
-        letter = adapters.to_letter(rec["answer"], rec["choices"])
+        letter = to_letter(rec["answer"], rec["choices"])
         if letter is None:
             return f"answer {rec['answer']!r} names none of the {len(rec['choices'])} options"
         rec["answer"] = letter

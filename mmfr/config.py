@@ -6,6 +6,9 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+from dataclasses import dataclass
+
+from mmfr.exclusions import Exclusions
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +102,41 @@ def shard_groups(sources: list[dict], rows_per_job: int | None) -> dict[str, tup
     return groups
 
 
-# Stages whose model calls one GPU job makes for a group of a source's shards, with the model
-# roles each loads: grouping.<stage>_rows sets the rows per job (null: each shard's job generates)
-GROUPED_STAGES = {"clean": ("clean", "extract"), "caption": ("caption",), "judge": ("judge",)}
+@dataclass(frozen=True)
+class GroupedStage:
+    """A stage whose model calls one GPU job makes for several parts (a group of a source's shards;
+    every benchmark, for evaluation), leaving each part's responses in its journal for the part's own
+    job (``shard_rule``), which then loads no model."""
+
+    roles: tuple[str, ...]  # the models.<role> blocks the group job loads
+    shard_rule: str  # the rule that reads the journals, one job per shard (per benchmark)
+    outputs: str  # the folder of the shard rule's outputs (data/<outputs>/...), where markers go
+
+
+# The one table of grouping: grouping.<stage>_rows sets a shard stage's rows per job (null: each
+# shard's job generates itself); grouping.evaluate (true/false) groups evaluation by model.
+GROUPED_STAGES = {
+    "clean": GroupedStage(("clean", "extract"), "clean", "data/clean"),
+    "caption": GroupedStage(("caption",), "caption", "data/captions"),
+    "judge": GroupedStage(("judge",), "verify", "data/verified"),
+    "evaluate": GroupedStage((), "evaluate", "results/scores"),
+}
+SHARD_STAGES = ("clean", "caption", "judge")  # grouped by rows of a source's shards
+
+
+def is_grouped(config: dict, stage: str) -> bool:
+    """Does one GPU job generate for several of this stage's shards (benchmarks, for evaluate)?"""
+    grouping = config.get("grouping") or {}
+    if stage == "evaluate":
+        return bool(grouping.get("evaluate"))
+    return bool(grouping.get(f"{stage}_rows")) and any(config["models"].get(r) for r in GROUPED_STAGES[stage].roles)
 
 
 def generation_groups(config: dict) -> dict[str, dict[str, tuple[str, list[str]]]]:
     """``{stage: shard_groups(...)}`` for each stage of ``GROUPED_STAGES`` that has rows per job set
     and a model to run."""
-    grouping = config.get("grouping") or {}
-    return {stage: shard_groups(config["sources"], grouping[f"{stage}_rows"])
-            for stage, roles in GROUPED_STAGES.items()
-            if grouping.get(f"{stage}_rows") and any(config["models"].get(r) for r in roles)}
+    return {stage: shard_groups(config["sources"], config["grouping"][f"{stage}_rows"])
+            for stage in SHARD_STAGES if is_grouped(config, stage)}
 
 
 def _unique(items: list[dict], key: str, where: str) -> None:
@@ -190,7 +216,6 @@ def _looks_like_path(hf_id: str) -> bool:
 def _check_exclusions(config: dict) -> None:
     """A source the recipe excludes as a whole (say a FineVision config named in exclude.origins)
     is a config mistake: it would download only to drop every record."""
-    from mmfr.exclusions import Exclusions
 
     exclusions = Exclusions.from_config(config.get("exclude") or {})
     for i, s in enumerate(config["sources"]):

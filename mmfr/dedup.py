@@ -57,7 +57,7 @@ the bits above the median, about half of them, so distances come out even):
   bits apart (two pages of one score), then 18; 1st percentile 20, median 30. Copies move at most
   2 bits: JPEG q=85 (mean 0.3), 0.5x resize (mean 0.1), 0.75x resize (mean 0.4). Cropping is not
   what pHash survives: 2% off each side moves 0-12 bits (mean 4.8), 5% moves 2-22.
-- Demo images (``mmfr.synth``, 300 train x 300 test scenes per family = 90,000 pairs each): distinct
+- Demo images (``mmfr.demo.synth``, 300 train x 300 test scenes per family = 90,000 pairs each): distinct
   train/test pairs within d = 0, 2, 4, 6, 8 bits: counting 0, 0, 0, 1, 1; charts 0, 0, 0, 6, 33;
   geometry 34, 167, 412, 823, 1321; puzzle 5, 95, 300, 617, 1114. 7.7% of geometry test scenes
   have a train scene with the *same* hash. Copies of the thin-line drawings also move further (up
@@ -89,6 +89,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmfr import schema
+from mmfr.schema import DROPS
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +98,6 @@ CATEGORY = {"bench_image": "contaminated", "bench_question": "contaminated",
             "exact_duplicate": "duplicate", "near_duplicate": "duplicate"}
 COLUMNS = ["source", "id", "original_id", "question", "answer", "choices", "image_sha256", "image_phash"]
 
-DROPS = pa.schema([
-    ("source", pa.string()),
-    ("id", pa.string()),
-    ("original_id", pa.string()),
-    ("category", pa.string()),  # duplicate | contaminated
-    ("reason", pa.string()),  # one of REASONS
-    ("matched_source", pa.string()),  # the kept copy's source, or the benchmark's name
-    ("matched_id", pa.string()),  # the kept copy's id, or the benchmark record's id
-    ("distance", pa.int32()),  # pHash bits to the matched image; null for question matches
-    ("question", pa.string()),  # the record's question, first 300 characters
-])
 
 
 @dataclass(frozen=True)

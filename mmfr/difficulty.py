@@ -8,47 +8,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmfr import prompts, schema
-from mmfr.generate import Request, generate, make_backend, request_key, resolve_model
-from mmfr.verify import VerifyConfig, verify_response
+from mmfr import schema
+from mmfr.schema import PASS_RATES
+from mmfr.student import ask, unfinished
+from mmfr.verify import verify_response, VerifyConfig
 
 log = logging.getLogger(__name__)
-
-PASS_RATES = pa.schema([("id", pa.string()), ("source", pa.string()), ("k", pa.int64()),
-                        ("n_correct", pa.int64()), ("n_truncated", pa.int64()), ("n_error", pa.int64()),
-                        ("pass_rate", pa.float64()), ("model", pa.string())])
-
-
-def student_requests(records: list[dict], n: int, seed: int, stage: str) -> list[Request]:
-    """k requests per record with the student prompt (shared by pass rates and evaluation)."""
-    out = []
-    for rec in records:
-        messages = tuple(prompts.student_messages(rec["question"], rec["choices"]))
-        for i in range(n):
-            out.append(Request(rec["id"], messages, (rec["image"]["bytes"],), i, schema.seed_for(seed, stage, rec["id"], i)))
-    return out
-
-
-def ask(records: list[dict], model: dict, n: int, seed: int, stage: str, journal: str | None,
-        config_key: str | None = None, loaded=None):
-    """Generate n student-prompt answers per record; returns (requests, responses) aligned.
-    ``config_key``: where the config gives ``model``, for the backend's errors; ``loaded``: a
-    ``LoadedModel`` that keeps the model across calls (a job that answers several benchmarks)."""
-    _, version = prompts.load("student")
-    model = resolve_model(model)
-    reqs = student_requests(records, n, seed, stage)
-    keys = [request_key(model, model.get("sampling", {}), r, version) for r in reqs]
-    backend = loaded.factory(model, config_key) if loaded else lambda: make_backend(model, config_key=config_key)
-    responses = generate(backend, reqs, keys, journal)
-    return reqs, [responses[k] for k in keys]
-
-
-def unfinished(finish_reason: str, score_truncated: bool) -> dict | None:
-    """The verdict of a response that did not finish: it never counts as an answer by default."""
-    if finish_reason == "stop" or (score_truncated and finish_reason == "length"):
-        return None
-    verdict = "truncated" if finish_reason == "length" else finish_reason
-    return {"verdict": verdict, "decided_by": "finish_reason", "extracted": None, "extract_method": "none"}
 
 
 def pass_rate_shard(shard: str, verified: str, out: str, model: dict, k: int, seed: int,

@@ -10,15 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmfr import schema
-from mmfr.difficulty import ask, unfinished
-from mmfr.verify import VerifyConfig, verify_response
+from mmfr.generate import group_job
+from mmfr.schema import ITEMS
+from mmfr.student import ask, unfinished
+from mmfr.verify import verify_response, VerifyConfig
 
 log = logging.getLogger(__name__)
-
-ITEMS = pa.schema([("id", pa.string()), ("benchmark", pa.string()), ("category", pa.string()),
-                   ("answer", pa.string()), ("response", pa.string()), ("finish_reason", pa.string()),
-                   ("extracted", pa.string()), ("extract_method", pa.string()), ("verdict", pa.string()),
-                   ("decided_by", pa.string()), ("correct", pa.bool_())])
 
 
 def category(metadata: str) -> str:
@@ -55,7 +52,6 @@ def answer_group(benches: list[str], names: list[str], journals: list[str], mode
     """A model's answers to several benchmarks in one job, with one load of the model: they go to
     each benchmark's journal (``journals[i]`` for ``benches[i]``), where ``evaluate`` finds and
     scores them."""
-    from mmfr.generate import group_job
 
     def run(part, loaded):
         bench, name, journal = part

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from mmfr.synth.options import LETTERS, letter_of, lettered, number_options
+from mmfr.options import LETTERS, letter_of, lettered, number_options
 
 MARGIN = 0.05  # fraction of the image: positions closer than this are a tie
 MAX_COUNT = 12  # counting questions only up to this many objects
@@ -216,7 +216,7 @@ def questions_for(seed: str, boxes: list[Box], width: float, height: float, n_si
 
 
 def solve(metadata: dict) -> dict:
-    """The scripted teacher's write-up of a grounded question (as ``mmfr.synth.solution`` gives for
+    """The scripted teacher's write-up of a grounded question (as ``mmfr.demo.synth.solution`` gives for
     a scene program): the facts the boxes give, and the option they decide."""
     return {"facts": [f"From the image: {f}." for f in metadata["facts"]],
             "setup": "I compare these observations with each option.",

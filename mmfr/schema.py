@@ -14,7 +14,6 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ANSWER_TYPES = ("choice", "number", "expression", "text")
 DOMAINS = ("math", "science", "puzzle", "general")
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -96,3 +95,101 @@ def write_table(table: pa.Table, path: str) -> None:
                    write_statistics=True, store_schema=True)
     os.replace(tmp, path)
 
+# ------------------------------------------------------------------ the tables the stages write
+
+
+# The layout every adapter maps a source's records onto (generated sources are written in it).
+# answer: the short final answer, or null when the source has only a worked solution (then an LLM
+# extracts it); answer_type null means "detect it"; origin: the upstream dataset of a record in an
+# aggregate source (MMR1, FineVision), which the recipe's exclusions match.
+RAW = pa.schema([
+    ("original_id", pa.string()),
+    ("question", pa.string()),
+    ("answer", pa.string()),
+    ("solution", pa.string()),
+    ("answer_type", pa.string()),
+    ("choices", pa.list_(pa.string())),
+    ("images", pa.list_(pa.binary())),
+    ("metadata", pa.string()),
+    ("domain", pa.string()),
+    ("origin", pa.string()),
+])
+
+# Every record a stage drops, with why: one layout for standardise, dedup and clean, so the
+# accounting raw = kept + quarantined + excluded + duplicate + contaminated is one query.
+# category: quarantined (unusable: corrupt image, no answer...), excluded (the recipe leaves it out),
+# duplicate, contaminated (matches an evaluation benchmark).
+DROPPED = pa.schema([
+    ("source", pa.string()),
+    ("original_id", pa.string()),
+    ("id", pa.string()),
+    ("category", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("question", pa.string()),
+    ("answer", pa.string()),
+])
+
+
+def dropped_row(source: str, original_id, reason: str, detail: str = "", category: str = "quarantined",
+                question=None, answer=None, id: str | None = None) -> dict:
+    """A ``DROPPED`` row: the one way every stage records a record it drops, with a category and a reason."""
+    return {"source": source, "original_id": str(original_id), "id": id, "category": category, "reason": reason,
+            "detail": (detail or "")[:500], "question": _clip(question), "answer": _clip(answer)}
+
+
+def tally(dropped: list[dict]) -> dict:
+    """{category: {reason: n}} of ``DROPPED`` rows."""
+    out: dict[str, dict[str, int]] = {}
+    for r in dropped:
+        by_reason = out.setdefault(r["category"], {})
+        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
+    return out
+
+
+def _clip(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")[:500]
+    return str(value)[:500]
+
+# dedup: one row per training record dropped as a duplicate or as contaminated
+DROPS = pa.schema([
+    ("source", pa.string()),
+    ("id", pa.string()),
+    ("original_id", pa.string()),
+    ("category", pa.string()),  # duplicate | contaminated
+    ("reason", pa.string()),  # one of REASONS
+    ("matched_source", pa.string()),  # the kept copy's source, or the benchmark's name
+    ("matched_id", pa.string()),  # the kept copy's id, or the benchmark record's id
+    ("distance", pa.int32()),  # pHash bits to the matched image; null for question matches
+    ("question", pa.string()),  # the record's question, first 300 characters
+])
+
+# caption: one teacher caption per record
+CAPTIONS = pa.schema([("id", pa.string()), ("source", pa.string()), ("caption", pa.string()),
+                      ("finish_reason", pa.string()), ("n_tokens", pa.int64()), ("error", pa.string()),
+                      ("model", pa.string())])
+
+# trace (and expand): one row per sampled chain of thought
+TRACES = pa.schema([("id", pa.string()), ("source", pa.string()), ("sample_index", pa.int64()),
+                    ("response", pa.string()), ("finish_reason", pa.string()), ("n_tokens", pa.int64()),
+                    ("error", pa.string()), ("model", pa.string())])
+
+# verify: one row per trace, with its verdict and the check that decided it
+VERIFIED = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in [("id", "string"), ("source", "string"), ("sample_index", "int64"), ("response", "string"),
+                    ("finish_reason", "string"), ("verdict", "string"), ("decided_by", "string"),
+                    ("extracted", "string"), ("extract_method", "string"), ("reason", "string"),
+                    ("cot_words", "int64"), ("cot_tokens", "int64"), ("caption_tokens", "int64")]])
+
+# pass_rate: the proxy model's k attempts per record
+PASS_RATES = pa.schema([("id", pa.string()), ("source", pa.string()), ("k", pa.int64()),
+                        ("n_correct", pa.int64()), ("n_truncated", pa.int64()), ("n_error", pa.int64()),
+                        ("pass_rate", pa.float64()), ("model", pa.string())])
+
+# evaluate: one row per benchmark item, with the answer read and the verdict
+ITEMS = pa.schema([("id", pa.string()), ("benchmark", pa.string()), ("category", pa.string()),
+                   ("answer", pa.string()), ("response", pa.string()), ("finish_reason", pa.string()),
+                   ("extracted", pa.string()), ("extract_method", pa.string()), ("verdict", pa.string()),
+                   ("decided_by", pa.string()), ("correct", pa.bool_())])

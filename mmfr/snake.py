@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
-import os
 import sys
 import time
 

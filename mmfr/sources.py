@@ -3,52 +3,24 @@ canonical, statically sharded records with a quarantine for what cannot be used.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
-import random
 import re
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmfr import images, schema
+from mmfr import adapters, images, schema
+from mmfr.answers import ANSWER_TYPES
 from mmfr.exclusions import Exclusions
+from mmfr.schema import DROPPED, dropped_row, tally
 
 log = logging.getLogger(__name__)
 
-# The layout every adapter maps a source's records onto (generated sources are written in it).
-# answer: the short final answer, or null when the source has only a worked solution (then an LLM
-# extracts it); answer_type null means "detect it"; origin: the upstream dataset of a record in an
-# aggregate source (MMR1, FineVision), which the recipe's exclusions match.
-RAW = pa.schema([
-    ("original_id", pa.string()),
-    ("question", pa.string()),
-    ("answer", pa.string()),
-    ("solution", pa.string()),
-    ("answer_type", pa.string()),
-    ("choices", pa.list_(pa.string())),
-    ("images", pa.list_(pa.binary())),
-    ("metadata", pa.string()),
-    ("domain", pa.string()),
-    ("origin", pa.string()),
-])
 
-# Every record a stage drops, with why: one layout for standardise, dedup and clean, so the
-# accounting raw = kept + quarantined + excluded + duplicate + contaminated is one query.
-# category: quarantined (unusable: corrupt image, no answer...), excluded (the recipe leaves it out),
-# duplicate, contaminated (matches an evaluation benchmark).
-DROPPED = pa.schema([
-    ("source", pa.string()),
-    ("original_id", pa.string()),
-    ("id", pa.string()),
-    ("category", pa.string()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("question", pa.string()),
-    ("answer", pa.string()),
-])
 CATEGORIES = ("quarantined", "excluded", "duplicate", "contaminated")
 
 
@@ -58,91 +30,10 @@ class Reject(ValueError):
         self.reason, self.detail, self.category = reason, detail, category
 
 
-def dropped_row(source: str, original_id, reason: str, detail: str = "", category: str = "quarantined",
-                question=None, answer=None, id: str | None = None) -> dict:
-    return {"source": source, "original_id": str(original_id), "id": id, "category": category, "reason": reason,
-            "detail": (detail or "")[:500], "question": _safe(question), "answer": _safe(answer)}
-
-
 # ---------------------------------------------------------------- download
 SYNTHETIC_KINDS = ("synthetic", "composed", "synthetic_benchmark", "synthetic_detection")
-
-
-def synthetic_rows(spec: dict, seed: int) -> list[dict]:
-    """Rows of a generated source: one synthetic family, or composed questions over others."""
-    from mmfr import synth
-
-    def family(name: str, split: str, n: int) -> list[dict]:
-        return synth.generate(name, split, n, schema.seed_for(seed, "synth", name))
-
-    if spec["kind"] == "synthetic":
-        records = family(spec["family"], spec.get("split", "train"), spec["n"])
-    elif spec["kind"] == "composed":  # harder multiple-choice questions from the metadata of simple ones
-        parents = [r for f in spec["families"] for r in family(f, spec.get("split", "train"), spec["n_parents"])]
-        records = synth.compose(parents, spec["n"], schema.seed_for(seed, "compose", spec["name"]))
-    else:  # synthetic_benchmark: the held-out test split of every family, plus composed questions
-        records = [r for f in spec["families"] for r in family(f, "test", spec["n"])]
-        records += synth.compose(records, spec.get("n_composed", 0), schema.seed_for(seed, "compose", spec["name"]))
-    rows = [_raw_row(r) for r in records]
-    if spec["kind"] == "synthetic" and spec.get("inject_faults"):
-        # a leak to simulate: the first test records of the family are the demo benchmark's
-        test = [_raw_row(r) for r in family(spec["family"], "test", max(1, len(rows) // 20))]
-        rows = inject_faults(rows, spec["inject_faults"], schema.seed_for(seed, "faults", spec["name"]), test)
-    return rows
-
-
-def _raw_row(r: dict) -> dict:
-    return {"original_id": r["original_id"], "question": r["question"], "answer": r["answer"], "solution": None,
-            "answer_type": r["answer_type"], "choices": r["choices"], "images": [r["image"]],
-            "metadata": json.dumps(r["metadata"], sort_keys=True), "domain": r["domain"], "origin": None}
-
-
-FAULTS = ("truncated_image", "empty_question", "missing_answer", "multi_image", "duplicate", "benchmark_leak",
-          "noisy_question", "unanswerable", "answer_in_solution")
-UNANSWERABLE = "Using the table on the previous page, what is the total of the second column?"
-
-
-def inject_faults(rows: list[dict], rate: float, seed: int, leaks: list[dict] = ()) -> list[dict]:
-    """Damage a seeded fraction of generated rows the way real data is damaged, so that every
-    check of the sources stage has real work in the demo: broken images and fields (quarantine),
-    two images (exclusion), copies and benchmark leaks (dedup), noise, unanswerable questions and
-    answers buried in a worked solution (LLM cleaning and extraction). The damage is recorded in
-    the row's metadata."""
-    from mmfr import synth
-
-    rng = random.Random(seed)
-    out, leaks = [], list(leaks)
-    for i, row in enumerate(rows):
-        if rng.random() >= rate:
-            out.append(row)
-            continue
-        row, fault = dict(row), rng.choice(FAULTS)
-        meta = json.loads(row["metadata"])
-        if fault == "truncated_image":
-            row["images"] = [row["images"][0][: len(row["images"][0]) // 3]]
-        elif fault == "empty_question":
-            row["question"] = "  "
-        elif fault == "missing_answer":
-            row["answer"] = None
-        elif fault == "multi_image":
-            row["images"] = row["images"] * 2
-        elif fault == "duplicate" and out:
-            row = {**out[rng.randrange(len(out))], "original_id": row["original_id"]}
-            meta = json.loads(row["metadata"])
-        elif fault == "benchmark_leak" and leaks:
-            row = {**leaks.pop(0), "original_id": row["original_id"]}
-            meta = json.loads(row["metadata"])
-        elif fault == "noisy_question":
-            row["question"] = f"Question {i + 1}: {row['question']}<br> Answer directly with a single word or number."
-        elif fault == "unanswerable":
-            row["question"] = UNANSWERABLE
-        elif fault == "answer_in_solution":
-            sol = synth.solution(meta)
-            row["solution"] = " ".join([*sol["facts"], sol["setup"], *sol["steps"], f"So we get {row['answer']}."])
-            row["answer"] = None
-        row["metadata"] = json.dumps({**meta, "injected_fault": fault}, sort_keys=True)
-        out.append(row)
-    return out
+# Where the generated kinds are made: the demo package, reached only through this name
+GENERATOR = "mmfr.demo.sources:generated_table"
 
 
 def download(spec: dict, out_path: str, manifest_path: str, images_dir: str, seed: int) -> int:
@@ -157,14 +48,9 @@ def download(spec: dict, out_path: str, manifest_path: str, images_dir: str, see
     """
     os.makedirs(images_dir, exist_ok=True)
     manifest = {"name": spec["name"], "kind": spec["kind"]}
-    if spec["kind"] == "synthetic_detection":  # images with labelled boxes, as a detection dataset has them
-        from mmfr import synth
-
-        table = pa.Table.from_pylist(synth.detections(spec["n"], schema.seed_for(seed, "synth", spec["name"])))
-        schema.write_table(table, out_path)
-        manifest.update(rows=table.num_rows, seed=seed)
-    elif spec["kind"] in SYNTHETIC_KINDS:
-        table = pa.Table.from_pylist(synthetic_rows(spec, seed), schema=RAW)
+    if spec["kind"] in SYNTHETIC_KINDS:  # the embedded demo's sources, generated (mmfr.demo)
+        module, name = GENERATOR.split(":")
+        table = getattr(importlib.import_module(module), name)(spec, seed)
         schema.write_table(table, out_path)
         manifest.update(rows=table.num_rows, seed=seed)
     elif spec["kind"] == "hf":
@@ -272,7 +158,7 @@ def to_canonical(row: dict, source: str, license: str, policy: ImagePolicy,
     solution = _text(row.get("solution"), "solution").strip()
     if not answer and not solution:
         raise Reject("missing_answer")
-    if row.get("answer_type") not in (*schema.ANSWER_TYPES, None):
+    if row.get("answer_type") not in (*ANSWER_TYPES, None):
         raise Reject("bad_answer_type", str(row.get("answer_type")))
     blobs = row.get("images") or []
     if len(blobs) > 1 and exclusions.multi_image:
@@ -329,7 +215,6 @@ def _text(value, field: str) -> str:
 
 def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_size: int = 256):
     """Stream a downloaded source through its adapter: yields RAW rows, a batch of records at a time."""
-    from mmfr import adapters
 
     default = {"synthetic_detection": "grounded_mcq"}.get(spec.get("kind"),
                                                            "raw" if spec.get("kind") in SYNTHETIC_KINDS else "generic")
@@ -405,20 +290,3 @@ def standardise(raw_path: str, spec: dict, shard_paths: list[str], dropped_path:
             json.dump(counts, f, indent=1, sort_keys=True)
     log.info("%s: %s", source, counts)
     return counts
-
-
-def tally(dropped: list[dict]) -> dict:
-    """{category: {reason: n}} of dropped rows."""
-    out: dict[str, dict[str, int]] = {}
-    for r in dropped:
-        by_reason = out.setdefault(r["category"], {})
-        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
-    return out
-
-
-def _safe(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")[:500]
-    return str(value)[:500]

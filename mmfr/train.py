@@ -13,7 +13,9 @@ import json
 import os
 import time
 
+from mmfr.models import load_model, load_processor
 from mmfr.prompts import student_messages
+from mmfr.rewards import accuracy_reward, format_reward, reward_weights
 
 SFT_DEFAULTS = {
     "learning_rate": 1e-5, "epochs": 3, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
@@ -55,7 +57,6 @@ def _load_rows(paths: list[str], columns: list[str], build, drop: list[str]):
 
 def _processor(model_dir: str, c: dict):
     """The model's processor, with the image resolution bounds of the training config applied."""
-    from mmfr.models import load_processor
 
     processor = load_processor(model_dir)
     size = dict(processor.image_processor.size)
@@ -106,8 +107,6 @@ def sft(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed:
     Deterministic given ``seed`` on CPU."""
     from trl import SFTConfig, SFTTrainer
 
-    from mmfr.models import load_model
-
     c = _resolve(cfg, SFT_DEFAULTS, "sft")
     if not 0 <= c["warmup_ratio"] < 1:
         raise ValueError(f"sft warmup_ratio {c['warmup_ratio']} must be in [0, 1)")
@@ -146,9 +145,6 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
     ``per_device_batch_size / num_generations`` prompts. Saves like ``sft``; the log holds per-step
     loss, mean total reward and the mean of each reward function."""
     from trl import GRPOConfig, GRPOTrainer
-
-    from mmfr.models import load_model
-    from mmfr.rewards import accuracy_reward, format_reward, reward_weights
 
     c = _resolve(cfg, GSPO_DEFAULTS, "gspo")
     if c["per_device_batch_size"] % c["num_generations"]:

@@ -35,7 +35,7 @@ for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
 
 rule caption:
     input:
-        "data/clean/{source}/{shard}.parquet",
+        rules.clean.output.records,
         after=generated("caption"),
     output:
         "data/captions/{source}/{shard}.parquet",
@@ -52,7 +52,7 @@ rule caption:
 
 rule trace:
     input:
-        "data/clean/{source}/{shard}.parquet",
+        rules.clean.output.records,
     output:
         "data/traces/{source}/{shard}.parquet",
     log:
@@ -71,8 +71,8 @@ if EXPAND:
 
     rule expand:
         input:
-            records="data/clean/{source}/{shard}.parquet",
-            traces="data/traces/{source}/{shard}.parquet",
+            records=rules.clean.output.records,
+            traces=rules.trace.output[0],
         output:
             "data/expanded/{source}/{shard}.parquet",
         log:

@@ -2,7 +2,17 @@
 # Nothing here imports heavy libraries: every SLURM job parses this file.
 from pathlib import Path
 
-from mmfr.config import canonicalise, check_config, check_filters, generation_groups
+from snakemake.resources import Resources
+
+from mmfr import cluster
+from mmfr.config import (
+    GROUPED_STAGES,
+    canonicalise,
+    check_config,
+    check_filters,
+    generation_groups,
+    is_grouped,
+)
 
 check_config(config)
 # mappings in sorted key order: Snakemake compares params as written, so every way of giving the
@@ -29,22 +39,14 @@ EXPAND_SPEC = {
 TRACE_STAGE = "expanded" if EXPAND else "traces"
 # On a cluster, one GPU job loads a stage's model once for a group of a source's shards
 # (grouping.<stage>_rows rows) and puts every response in the shards' journals; each shard's own
-# job then loads no model. {stage: {group: (source, shards)}} for clean, caption and judge.
+# job then loads no model. {stage: {group: (source, shards)}} for clean, caption and judge; the
+# stages and their per-shard rules are mmfr.config.GROUPED_STAGES.
 GROUPS = generation_groups(config)
-# Each grouped stage's per-shard rule (per benchmark for evaluate), and the stage it belongs to
-PER_SHARD = {
-    "clean": "clean",
-    "caption": "caption",
-    "verify": "judge",
-    "evaluate": "evaluate",
-}
 
 
 def grouped(stage):
     """Does one GPU job generate for several of this stage's shards (benchmarks, for evaluate)?"""
-    return stage in GROUPS or (
-        stage == "evaluate" and bool(config["grouping"].get("evaluate"))
-    )
+    return is_grouped(config, stage)
 
 
 def _names(names):
@@ -77,12 +79,10 @@ def verify_traces(wildcards):
     return f"data/{TRACE_STAGE}/{wildcards.source}/{wildcards.shard}.parquet"
 
 
-# The folder of each grouped stage's per-shard outputs (its markers and journals go beside them)
-GROUPED_OUTPUT = {"clean": "clean", "caption": "captions", "judge": "verified"}
-
-
 def group_markers(stage, source, shards):
-    return [f"data/{GROUPED_OUTPUT[stage]}/{source}/{s}.generated" for s in shards]
+    """The markers a group job leaves beside its shards' outputs, one per shard."""
+    folder = GROUPED_STAGES[stage].outputs
+    return [f"{folder}/{source}/{s}.generated" for s in shards]
 
 
 def generated(stage):
@@ -269,94 +269,18 @@ def summary_inputs(wildcards):
 
 
 # ---------------------------------------------------------------- cluster resources
-# GPUs per job follow the recipe (a model's tensor_parallel_size, train.gpus), so changing a
-# model in the config changes what is requested; where jobs go (partition, account, GPU model)
-# comes from the user's `cluster:` overlay. Runtimes and memory are in profiles/slurm.
-def model_gpus(*roles):
-    specs = [config["models"].get(r) or {} for r in roles]
-    return max(
-        [
-            int(s.get("tensor_parallel_size", 1))
-            for s in specs
-            if s.get("backend") in ("vllm", "transformers")
-            and s.get("device", "cuda") != "cpu"
-        ]
-        or [0]
-    )
-
-
-def rule_gpus():
-    generation = config["evaluate"]["generation"]
-    train_gpus = int(config["train"].get("gpus", 0))
-    generated = {
-        "clean": model_gpus("clean", "extract"),
-        "caption": model_gpus("caption"),
-        "judge": model_gpus("judge"),
-        "evaluate": (
-            int(generation.get("tensor_parallel_size", 1))
-            if generation["backend"] == "vllm"
-            else 0
-        ),
-    }
-    gpus = {f"{stage}_generate": n for stage, n in generated.items()}
-    # a grouped stage's per-shard jobs read the journals: no GPU
-    for rule_name, stage in PER_SHARD.items():
-        gpus[rule_name] = 0 if grouped(stage) else generated[stage]
-    return {
-        **gpus,
-        "trace": model_gpus("trace"),
-        "expand": model_gpus("expand"),
-        "pass_rate": model_gpus("proxy"),
-        "sft": train_gpus,
-        "gspo": train_gpus,
-        "base_model": 0,
-    }
-
-
-# Rules made in a loop (one per source or shard group) take their family's resources
-FAMILIES = (
-    "standardise",
-    "clean_generate",
-    "caption_generate",
-    "judge_generate",
-    "evaluate_generate",
-)
-
-
-def family(rule_name):
-    return next((f for f in FAMILIES if rule_name.startswith(f + "_")), rule_name)
-
-
-def sized_as(rule_name):
-    """Whose set-resources a rule takes. A looped rule takes its family's. A per-shard rule that
-    runs the model itself (its stage not grouped) takes those of the stage's group job, which the
-    profile sizes for the model."""
-    stage = PER_SHARD.get(rule_name)
-    if stage and not grouped(stage) and rule_gpus()[rule_name]:
-        return f"{stage}_generate"
-    return family(rule_name)
-
-
+# The policy is mmfr.cluster (GPUs follow the recipe; where jobs go is the `cluster:` overlay;
+# runtimes and memory are the profile's); here it is applied to the rules.
 def apply_cluster(rules):
     """Set gpu, partition, account and GPU model on every rule (what the rule itself sets wins),
     and give each looped rule the set-resources its profile gives its family (`clean_generate`, ...),
-    and a per-shard rule that loads the model itself those of its stage's group job (`sized_as`).
-    """
-    cluster = config.get("cluster") or {}
-    gpus = rule_gpus()
-    # the profile's set-resources, parsed (Snakemake applies them by exact rule name only)
-    overrides = getattr(workflow.resource_settings, "_parsed_overwrite_resources", {})
+    and a per-shard rule that loads the model itself those of its stage's group job."""
+    gpus = cluster.rule_gpus(config)
+    # the profile's set-resources (Snakemake applies them by exact rule name only)
+    overrides = workflow.resource_settings.overwrite_resources
     for r in rules:
-        if sized_as(r.name) != r.name:
-            r.resources.update(overrides.get(sized_as(r.name), {}))
-        n = gpus.get(family(r.name), 0)
-        extra = {"gpu": n} if n else {}
-        partition = (n and cluster.get("gpu_partition")) or cluster.get("partition")
-        if partition:
-            extra["slurm_partition"] = partition
-        if cluster.get("account"):
-            extra["slurm_account"] = cluster["account"]
-        if n and cluster.get("gpu_model"):
-            extra["gpu_model"] = cluster["gpu_model"]
-        for key, value in extra.items():
+        sized = cluster.sized_as(config, r.name)
+        if sized != r.name and sized in overrides:
+            r.resources.update(Resources.from_mapping(overrides[sized]))
+        for key, value in cluster.placement(config, r.name, gpus).items():
             r.resources.setdefault(key, value)

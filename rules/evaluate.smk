@@ -16,8 +16,8 @@ rule download_benchmark:
 
 rule prepare_benchmark:
     input:
-        data="data/raw/bench/{bench}.parquet",
-        images="data/raw/bench/{bench}.images",
+        data=rules.download_benchmark.output.data,
+        images=rules.download_benchmark.output.images,
     output:
         bench="data/bench/{bench}.parquet",
         dropped="data/bench/{bench}.dropped.parquet",
@@ -60,7 +60,7 @@ for _group, _model in eval_groups().items():
 rule evaluate:
     input:
         model=eval_model_dir,
-        bench="data/bench/{bench}.parquet",
+        bench=rules.prepare_benchmark.output.bench,
         after=evaluated,
     output:
         "results/scores/{model}/{bench}.parquet",

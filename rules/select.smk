@@ -1,7 +1,7 @@
 rule pass_rate:
     input:
-        records="data/clean/{source}/{shard}.parquet",
-        verified="data/verified/{source}/{shard}.parquet",
+        records=rules.clean.output.records,
+        verified=rules.verify.output[0],
         model=proxy_model,
     output:
         "data/passrate/{source}/{shard}.parquet",

@@ -74,7 +74,7 @@ for _group, (_source, _shards) in GROUPS.get("clean", {}).items():
             f"clean_generate_{_group}"
         input:
             records=[f"data/std/{_source}/{s}.parquet" for s in _shards],
-            drops="data/dedup/drops.parquet",
+            drops=rules.dedup.output.drops,
         output:
             markers=temp(group_markers("clean", _source, _shards)),
         log:
@@ -92,7 +92,7 @@ for _group, (_source, _shards) in GROUPS.get("clean", {}).items():
 rule clean:
     input:
         records="data/std/{source}/{shard}.parquet",
-        drops="data/dedup/drops.parquet",
+        drops=rules.dedup.output.drops,
         after=generated("clean"),
     output:
         records="data/clean/{source}/{shard}.parquet",

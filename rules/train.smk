@@ -14,8 +14,8 @@ rule base_model:
 
 rule sft:
     input:
-        base="models/base/{size}",
-        data="data/subsets/{subset}",
+        base=rules.base_model.output[0],
+        data=rules.subset.output[0],
     output:
         directory("models/{subset}/{size}/sft"),
     log:
@@ -34,7 +34,7 @@ rule sft:
 
 rule gspo:
     input:
-        sft="models/{subset}/{size}/sft",
+        sft=rules.sft.output[0],
         data=f"data/subsets/{RL['name']}",
     output:
         directory("models/{subset}/{size}/gspo"),

@@ -24,10 +24,10 @@ for _group, (_source, _shards) in GROUPS.get("judge", {}).items():
 
 rule verify:
     input:
-        records="data/clean/{source}/{shard}.parquet",
+        records=rules.clean.output.records,
         traces=verify_traces,
-        captions="data/captions/{source}/{shard}.parquet",
-        tokenizer="models/tokenizer/tokenizer.json",
+        captions=rules.caption.output[0],
+        tokenizer=rules.build_tokenizer.output[0],
         after=generated("judge"),
     output:
         "data/verified/{source}/{shard}.parquet",

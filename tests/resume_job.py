@@ -19,7 +19,7 @@ import os
 import sys
 
 from mmfr.annotate import caption_shard, trace_shard
-from mmfr.generate.scripted import ScriptedBackend
+from mmfr.demo.teacher import ScriptedBackend
 
 MODEL = {"backend": "scripted", "model": "mmfr-scripted-teacher", "revision": "v1"}
 

@@ -8,11 +8,9 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from mmfr.adapters import (
-    ADAPTERS, AdapterError, adapt, answer_and_solution, detect_answer_type, final_answer, image_bytes,
-    split_choices, to_letter,
-)
-from mmfr.sources import RAW
+from mmfr.adapters import ADAPTERS, AdapterError, adapt, image_bytes
+from mmfr.answers import answer_and_solution, detect_answer_type, final_answer, split_choices, to_letter
+from mmfr.schema import RAW
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 FIELDS = {"generic": {"image": "decoded_image", "id": "pid"}}

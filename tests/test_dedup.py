@@ -62,7 +62,7 @@ def table(recs: list[dict]) -> pa.Table:
 
 def run(train: list[dict], bench: list[dict] = (), cfg: DedupConfig = DedupConfig()) -> dict:
     drops = dedup.find_drops(table(train), table(list(bench)), PRIORITY, cfg)
-    assert drops.schema.equals(dedup.DROPS)
+    assert drops.schema.equals(schema.DROPS)
     return {(r["source"], r["original_id"]): r for r in drops.to_pylist()}
 
 
@@ -248,7 +248,7 @@ def test_dedup_is_deterministic_and_counts_add_up(tmp_path):
         outputs.append((out.read_bytes(), report.read_bytes(), counts))
     assert outputs[0] == outputs[1]
     drops = pq.read_table(tmp_path / "drops0.parquet")
-    assert drops.schema.equals(dedup.DROPS)
+    assert drops.schema.equals(schema.DROPS)
     reasons = dict(zip(drops.column("original_id").to_pylist(), drops.column("reason").to_pylist()))
     assert reasons == {"b1": "exact_duplicate", "b2": "near_duplicate", "g1": "bench_question", "g2": "bench_image"}
     counts = outputs[0][2]

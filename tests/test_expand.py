@@ -9,12 +9,14 @@ import pytest
 import yaml
 
 from conftest import REPO
-from mmfr import annotate, prompts, schema, sources, synth
+from mmfr import annotate, prompts, schema
+from mmfr.demo import synth
+from mmfr.demo.sources import synthetic_rows
 from mmfr.annotate import continuation, expand_shard, trace_shard
 from mmfr.config import check_config
 from mmfr.generate import Response
-from mmfr.generate.scripted import ScriptedBackend
-from mmfr.generate.scripted import expand as scripted_expand
+from mmfr.demo.teacher import ScriptedBackend
+from mmfr.demo.teacher import expand as scripted_expand
 from mmfr.plan import load_config, stages
 from mmfr.sources import ImagePolicy, to_canonical
 from mmfr.verify import VerifyConfig, verify_response, verify_shard
@@ -33,7 +35,7 @@ def shard(tmp_path_factory):
     traces that did not finish."""
     root = tmp_path_factory.mktemp("expand")
     rows = [r for family in synth.FAMILIES
-            for r in sources.synthetic_rows({"kind": "synthetic", "family": family, "n": 12}, 5)]
+            for r in synthetic_rows({"kind": "synthetic", "family": family, "n": 12}, 5)]
     records = sorted((to_canonical(r, "synthetic", "CC0-1.0", ImagePolicy()) for r in rows), key=lambda r: r["id"])
     schema.write_table(pa.Table.from_pylist(records, schema=schema.RECORD), str(root / "records.parquet"))
     trace_shard(str(root / "records.parquet"), str(root / "traces.parquet"), TEACHER, 1, 7)
@@ -41,7 +43,7 @@ def shard(tmp_path_factory):
     for i, reason in CUT.items():
         traces[i].update(finish_reason=reason, response=traces[i]["response"][:80] if reason == "length" else "",
                          error="boom" if reason == "error" else "")
-    schema.write_table(pa.Table.from_pylist(traces, schema=annotate.TRACES), str(root / "traces.parquet"))
+    schema.write_table(pa.Table.from_pylist(traces, schema=schema.TRACES), str(root / "traces.parquet"))
     return root, {r["id"]: r for r in records}, traces
 
 
@@ -69,7 +71,7 @@ def test_every_finished_trace_is_expanded_and_verifies(shard, counting):
     root, records, traces = shard
     counts = expand(root)
     out = pq.read_table(root / "expanded.parquet")
-    assert out.schema.equals(annotate.TRACES)
+    assert out.schema.equals(schema.TRACES)
     rows = out.to_pylist()
     assert [(r["id"], r["sample_index"]) for r in rows] == [(t["id"], t["sample_index"]) for t in traces]
     n_stop = sum(t["finish_reason"] == "stop" for t in traces)

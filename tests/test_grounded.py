@@ -9,9 +9,10 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from mmfr import grounded, synth
+from mmfr import grounded
+from mmfr.demo import synth
 from mmfr.adapters import AdapterError, adapt
-from mmfr.synth.options import LETTERS
+from mmfr.options import LETTERS
 
 SPEC = {"name": "coco", "adapter": "grounded_mcq", "domain": "general"}
 

@@ -12,7 +12,8 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 
 import mmfr.generate
-from mmfr import schema, sources
+from mmfr import schema
+from mmfr.demo.sources import synthetic_rows
 from mmfr.annotate import caption_group, caption_shard, trace_shard
 from mmfr.config import generation_groups
 from mmfr.generate import Response
@@ -63,6 +64,7 @@ def loads(monkeypatch):
 
     monkeypatch.setattr(mmfr.generate, "make_backend", make)
     monkeypatch.setattr("mmfr.annotate.make_backend", make)
+    monkeypatch.setattr("mmfr.verify.make_backend", make)
     made.judge = judge
     return made
 
@@ -74,7 +76,7 @@ def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("grouping")
     paths = []
     for i, family in enumerate(["counting", "geometry", "charts"]):
-        rows = sources.synthetic_rows({"kind": "synthetic", "family": family, "n": 10}, i)
+        rows = synthetic_rows({"kind": "synthetic", "family": family, "n": 10}, i)
         records = sorted((to_canonical(r, "synthetic", "CC0-1.0", ImagePolicy()) for r in rows), key=lambda r: r["id"])
         path = root / f"{i}.parquet"
         schema.write_table(pa.Table.from_pylist(records, schema=schema.RECORD), str(path))
@@ -148,7 +150,7 @@ def test_an_evaluation_job_loads_the_model_once_for_every_benchmark(shards, monk
     made = []
     student_model = Counting("test-student", lambda key: "<think>\nlooking\n</think>\n<answer>A</answer>")
     monkeypatch.setattr(mmfr.generate, "make_backend", lambda spec, **kw: made.append(spec["model"]) or student_model)
-    monkeypatch.setattr("mmfr.difficulty.make_backend", mmfr.generate.make_backend)
+    monkeypatch.setattr("mmfr.student.make_backend", mmfr.generate.make_backend)
     _, paths = shards
     student = {"backend": "openai", "model": "test-student", "revision": "r1"}
     names = [f"bench{i}" for i in range(len(paths))]

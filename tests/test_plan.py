@@ -1,6 +1,8 @@
 """``mmfr plan``: requests, tokens and GPU hours per stage, from the config alone."""
 
 import subprocess
+import sys
+from pathlib import Path
 
 import yaml
 
@@ -43,7 +45,7 @@ def test_overlays_merge_like_snakemake(tmp_path):
 
 
 def test_plan_command():
-    out = subprocess.run([str(REPO / ".venv/bin/mmfr"), "plan", "--configfile", str(REPO / "config.yaml"),
+    out = subprocess.run([str(Path(sys.executable).parent / "mmfr"), "plan", "--configfile", str(REPO / "config.yaml"),
                           "--tokens-per-second", "3000"], capture_output=True, text=True, check=True).stdout
     assert "3,000 output tokens/s" in out and "Qwen/Qwen3-VL-235B-A22B-Thinking" in out
 

@@ -23,6 +23,8 @@ import yaml
 
 from conftest import DEMO_CONFIGS, REPO, snakemake, snakemake_command
 
+pytestmark = pytest.mark.workflow  # runs the workflow with Snakemake: not in `make test-fast`
+
 BIN = Path(sys.executable).parent
 
 

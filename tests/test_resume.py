@@ -29,9 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmfr import schema, sources, synth
+from mmfr import schema
+from mmfr.demo import synth
+from mmfr.demo.sources import synthetic_rows
 from mmfr.generate import Journal
 from mmfr.sources import ImagePolicy, to_canonical
+
+pytestmark = pytest.mark.workflow  # kills and resumes generation jobs in subprocesses: not in `make test-fast`
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "tests" / "resume_job.py"
@@ -50,7 +54,7 @@ def shard(tmp_path_factory) -> tuple[str, set[tuple[str, int]]]:
     """A shard of synthetic canonical records (the scripted teacher needs their scene programs)
     and the (id, sample_index) pairs a trace job over it must produce."""
     rows = [r for family in synth.FAMILIES
-            for r in sources.synthetic_rows({"kind": "synthetic", "family": family, "n": PER_FAMILY}, 11)]
+            for r in synthetic_rows({"kind": "synthetic", "family": family, "n": PER_FAMILY}, 11)]
     # sorted by id, as shards are: the families (and traces with non-ASCII text) are mixed
     records = sorted((to_canonical(r, "synthetic", "CC0-1.0", ImagePolicy()) for r in rows), key=lambda r: r["id"])
     path = tmp_path_factory.mktemp("shard") / "00000.parquet"

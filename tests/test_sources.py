@@ -13,7 +13,8 @@ from PIL import Image
 
 from mmfr import images, schema, sources
 from mmfr.exclusions import Exclusions
-from mmfr.sources import RAW, ImagePolicy, Reject, standardise, to_canonical, unpack
+from mmfr.schema import RAW
+from mmfr.sources import ImagePolicy, Reject, standardise, to_canonical, unpack
 
 
 def png(w=64, h=48, mode="RGB", color=(200, 30, 30)) -> bytes:

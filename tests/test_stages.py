@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from mmfr import synth
+from mmfr.demo import synth
 from mmfr.config import ConfigError, check_config
-from mmfr.generate.scripted import ScriptedBackend, trace
+from mmfr.demo.teacher import ScriptedBackend, trace
 from mmfr.generate import Request
 from mmfr.subsets import in_rl
 from mmfr.verify import VerifyConfig, verify_response
@@ -39,6 +39,7 @@ def test_config_errors_name_the_key(config, edit, key):
     (lambda c: c["verify"].update(min_cot_wrds=10), "verify.min_cot_wrds: unknown key (did you mean 'min_cot_words'?"),
     (lambda c: c["models"]["trace"].update(temprature=0.6), "models.trace.temprature: unknown key"),
     (lambda c: c["sources"][0].update(shards="four"), "sources[0].shards: 'four' is not of type 'integer'"),
+    (lambda c: c["train"]["sft"].update(learnig_rate=1e-5), "train.sft.learnig_rate: unknown key (did you mean 'learning_rate'?"),
 ])
 def test_schema_errors_name_the_key(config, edit, key):
     from mmfr.config import check_schema

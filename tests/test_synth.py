@@ -1,4 +1,4 @@
-"""mmfr.synth: determinism, record layout, answers recomputed from the scene program, disjoint
+"""mmfr.demo.synth: determinism, record layout, answers recomputed from the scene program, disjoint
 splits, composition, solutions and descriptions."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from math_verify import parse, verify
 from PIL import Image
 
-from mmfr.synth import FAMILIES, compose, describe, generate, solution, split_of
-from mmfr.synth.puzzle import DIRECTIONS
+from mmfr.demo.synth import FAMILIES, compose, describe, generate, solution, split_of
+from mmfr.demo.synth.puzzle import DIRECTIONS
 
 N, SEED = 48, 7
 KEYS = {"original_id", "question", "answer", "answer_type", "choices", "image", "metadata", "domain"}

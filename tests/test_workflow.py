@@ -7,9 +7,12 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from conftest import DEMO_CONFIGS, REPO, snakemake
+
+pytestmark = pytest.mark.workflow  # runs the workflow with Snakemake: not in `make test-fast`
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -15,7 +15,8 @@ import logging
 import time
 from typing import Iterator
 
-from mmfr.generate import Request, Response
+from mmfr.generate.core import Request, Response
+from mmfr.models import load_model, load_processor
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,6 @@ class TransformersBackend:
         """Load model and processor now. ``config_key`` names the config block of ``spec`` (say
         ``models.proxy``) in the error for a local model path that does not exist; other ``kwargs``
         (``make_backend``'s extras) are not used."""
-        from mmfr.models import load_model, load_processor
 
         self.sampling = resolve_sampling(spec)
         self.batch_size = int(spec.get("batch_size", 16))

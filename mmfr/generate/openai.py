@@ -31,7 +31,7 @@ from typing import Iterator
 
 import requests as requests_lib
 
-from mmfr.generate import Request, Response
+from mmfr.generate.core import Request, Response
 from mmfr.generate.hf import resolve_sampling
 from mmfr.generate.vllm import to_vllm_messages
 

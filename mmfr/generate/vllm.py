@@ -13,8 +13,9 @@ import base64
 import logging
 from typing import Iterator
 
-from mmfr.generate import Request, Response
+from mmfr.generate.core import Request, Response
 from mmfr.generate.hf import resolve_sampling
+from mmfr.models import require_model
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,6 @@ class VLLMBackend:
     def __init__(self, spec: dict, config_key: str | None = None, **kwargs):
         """Start the engine now. ``config_key`` names the config block of ``spec`` (``models.trace``)
         for the error when its model is a local path that does not exist; other kwargs are unused."""
-        from mmfr.models import require_model
 
         require_model(spec["model"], f"{config_key}.model" if config_key else None)
         try:

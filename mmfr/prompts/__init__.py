@@ -6,6 +6,8 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from mmfr.answers import split_choices
+
 HERE = Path(__file__).parent
 
 
@@ -27,8 +29,6 @@ def render(name: str, **fields: str) -> str:
 def question_text(question: str, choices: list[str] | None) -> str:
     """The question as shown to a model: choices, if any, as lettered lines (unless the question
     text already lists its options, as many real sources do)."""
-    from mmfr.adapters import split_choices
-
     if not choices or split_choices(question)[1]:
         return question
     lines = [f"{chr(ord('A') + i)}. {c}" for i, c in enumerate(choices)]

@@ -15,8 +15,8 @@ import random
 
 from PIL import Image
 
-from mmfr.synth.draw import COLORS, HIGHLIGHT, INK, arrow, canvas, canvas_size, font_size, label, polygon_points, shape
-from mmfr.synth.options import letter_of, lettered, number_options, plural
+from mmfr.demo.synth.draw import COLORS, HIGHLIGHT, INK, arrow, canvas, canvas_size, font_size, label, polygon_points, shape
+from mmfr.options import letter_of, lettered, number_options, plural
 
 KINDS = ("grid", "sequence")
 ANSWER_TYPES = {"grid": "number", "sequence": "choice"}

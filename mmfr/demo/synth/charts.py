@@ -13,8 +13,8 @@ import random
 
 from PIL import Image
 
-from mmfr.synth.draw import COLORS, GRID, INK, canvas, canvas_size, font_size, label, text_width
-from mmfr.synth.options import letter_of, lettered, number_options, plural
+from mmfr.demo.synth.draw import COLORS, GRID, INK, canvas, canvas_size, font_size, label, text_width
+from mmfr.options import letter_of, lettered, number_options, plural
 
 KINDS = ("read", "extreme", "diff", "sum")
 ANSWER_TYPES = {"read": "number", "extreme": "choice", "diff": "number", "sum": "number"}

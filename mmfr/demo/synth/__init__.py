@@ -15,9 +15,10 @@ import hashlib
 import json
 import random
 
+from mmfr import grounded
+from mmfr.demo.synth import charts, counting, geometry, puzzle
+from mmfr.demo.synth.draw import to_png
 from mmfr.schema import seed_for
-from mmfr.synth import charts, counting, geometry, puzzle
-from mmfr.synth.draw import to_png
 
 FAMILIES = ("counting", "charts", "geometry", "puzzle")
 SPLITS = ("train", "test")
@@ -141,7 +142,6 @@ def solution(metadata: dict) -> dict:
     ``{"facts", "setup", "steps", "check", "answer"}``; ``answer`` equals the record's answer.
     A question written from labelled boxes (``grounded_mcq``) is solved from its facts."""
     if "lgt_kind" in metadata:
-        from mmfr import grounded
 
         return grounded.solve(metadata)
     return _module(metadata).solve(metadata)
@@ -151,7 +151,6 @@ def describe(metadata: dict) -> dict:
     """A structured caption of the scene for the scripted captioner: ``{"category", "summary",
     "components", "interactions", "implicit", "ambiguities"}``."""
     if "lgt_kind" in metadata:
-        from mmfr import grounded
 
         return grounded.describe(metadata)
     return _module(metadata).describe(metadata["program"])

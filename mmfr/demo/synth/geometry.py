@@ -18,8 +18,8 @@ import random
 
 from PIL import Image
 
-from mmfr.synth.draw import COLORS, INK, MAX_SIDE, MIN_SIDE, canvas, font_size, label, text_width
-from mmfr.synth.options import letter_of, lettered, number_options, radical_latex, radical_text
+from mmfr.demo.synth.draw import COLORS, INK, MAX_SIDE, MIN_SIDE, canvas, font_size, label, text_width
+from mmfr.options import letter_of, lettered, number_options, radical_latex, radical_text
 
 KINDS = ("triangle_angle", "hypotenuse", "circle", "rectangle")
 ANSWER_TYPES = {"triangle_angle": "number", "hypotenuse": "expression", "circle": "expression", "rectangle": "number"}

@@ -10,7 +10,9 @@ import re
 import time
 from typing import Iterator
 
-from mmfr.generate import Request, Response
+from mmfr.answers import answers_match, extract_answer, Tolerance
+from mmfr.demo import synth
+from mmfr.generate.core import Request, Response
 
 DEFAULT_MISTAKES = {"wrong_answer": 0.0, "no_answer_tag": 0.0, "unclosed_think": 0.0,
                     "repetition": 0.0, "too_short": 0.0}
@@ -55,7 +57,6 @@ class ScriptedBackend:
 
 
 def caption(metadata: dict) -> str:
-    from mmfr import synth
 
     d = synth.describe(metadata)
     parts = [f"Category: {d['category']}", f"Summary: {d['summary']}"]
@@ -80,7 +81,6 @@ def wrong_answer(answer: str, answer_type: str, choices: list[str], rng: random.
 
 def trace(context: dict, rng: random.Random, mistakes: dict) -> str:
     """A four-phase reasoning trace for one record; ``mistakes`` are per-trace probabilities."""
-    from mmfr import synth
 
     sol = synth.solution(context["metadata"])
     answer = sol["answer"]
@@ -136,7 +136,6 @@ def clean(question: str) -> str:
 
 def extract(context: dict) -> str:
     """The final answer of a worked solution by the same rules the verifier uses on traces."""
-    from mmfr.verify import extract_answer
 
     answer, method = extract_answer(context["solution"] or "", context.get("answer_type") or "text",
                                     context.get("choices") or [])
@@ -154,8 +153,6 @@ def expand(context: dict, rng: random.Random, mistakes: dict) -> str:
     short answer is caught and fixed with probability ``EXPAND_FIXES``, else kept (a self-check that
     fails, as a real model's can). Like a thinking model's output, the text starts mid-thought and
     closes ``</think>``; ``mistakes`` apply as in ``trace``."""
-    from mmfr import synth
-    from mmfr.verify import VerifyConfig, answers_match
 
     sol = synth.solution(context["metadata"])
     correct, short = sol["answer"], context.get("short_answer")
@@ -167,7 +164,7 @@ def expand(context: dict, rng: random.Random, mistakes: dict) -> str:
             break
     try:
         agrees = short is not None and answers_match(short, correct, context["answer_type"],
-                                                     context.get("choices") or [], VerifyConfig())[0]
+                                                     context.get("choices") or [], Tolerance())[0]
     except ValueError:  # a short answer naming no option
         agrees = False
     lines = [f"{context.get('cue') or 'Wait,'} before I commit to this, let me go back over it from the start."]

@@ -11,8 +11,8 @@ import random
 
 from PIL import Image
 
-from mmfr.synth.draw import COLORS, canvas, canvas_size, shape
-from mmfr.synth.options import letter_of, lettered, number_options, plural
+from mmfr.demo.synth.draw import COLORS, canvas, canvas_size, shape
+from mmfr.options import letter_of, lettered, number_options, plural
 
 KINDS = ("count", "extreme", "relative", "nearest")
 ANSWER_TYPES = {"count": "number", "extreme": "choice", "relative": "number", "nearest": "choice"}

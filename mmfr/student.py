@@ -1,0 +1,39 @@
+"""Asking a student model the dataset's questions with the student prompt: what pass rates (the
+proxy, k attempts) and evaluation (each checkpoint, on each benchmark) both do."""
+
+from __future__ import annotations
+
+from mmfr import prompts, schema
+from mmfr.generate import generate, make_backend, Request, request_key, resolve_model
+
+
+def student_requests(records: list[dict], n: int, seed: int, stage: str) -> list[Request]:
+    """k requests per record with the student prompt (shared by pass rates and evaluation)."""
+    out = []
+    for rec in records:
+        messages = tuple(prompts.student_messages(rec["question"], rec["choices"]))
+        for i in range(n):
+            out.append(Request(rec["id"], messages, (rec["image"]["bytes"],), i, schema.seed_for(seed, stage, rec["id"], i)))
+    return out
+
+
+def ask(records: list[dict], model: dict, n: int, seed: int, stage: str, journal: str | None,
+        config_key: str | None = None, loaded=None):
+    """Generate n student-prompt answers per record; returns (requests, responses) aligned.
+    ``config_key``: where the config gives ``model``, for the backend's errors; ``loaded``: a
+    ``LoadedModel`` that keeps the model across calls (a job that answers several benchmarks)."""
+    _, version = prompts.load("student")
+    model = resolve_model(model)
+    reqs = student_requests(records, n, seed, stage)
+    keys = [request_key(model, model.get("sampling", {}), r, version) for r in reqs]
+    backend = loaded.factory(model, config_key) if loaded else lambda: make_backend(model, config_key=config_key)
+    responses = generate(backend, reqs, keys, journal)
+    return reqs, [responses[k] for k in keys]
+
+
+def unfinished(finish_reason: str, score_truncated: bool) -> dict | None:
+    """The verdict of a response that did not finish: it never counts as an answer by default."""
+    if finish_reason == "stop" or (score_truncated and finish_reason == "length"):
+        return None
+    verdict = "truncated" if finish_reason == "length" else finish_reason
+    return {"verdict": verdict, "decided_by": "finish_reason", "extracted": None, "extract_method": "none"}
