@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmfr import prompts, schema
-from mmfr.generate import generate, group_job, LoadedModel, make_backend, Request, request_key
+from mmfr.generate import generate, group_job, LoadedModel, make_backend, ModelRole, Request, request_key
 from mmfr.schema import CAPTIONS, TRACES
-from mmfr.verify import extract_answer, split_response
+from mmfr.answers import extract_answer, split_response
 
 log = logging.getLogger(__name__)
 
@@ -35,54 +35,60 @@ def _requests(records: list[dict], task: str, text_of, n: int, seed: int) -> lis
     return out
 
 
-def _run(records, task, text_of, n, model, seed, journal_path, prompt_name, loaded: LoadedModel | None = None):
+def _run(records, task, text_of, n, role: ModelRole, seed, journal_path, prompt_name,
+         loaded: LoadedModel | None = None):
     _, prompt_version = prompts.load(prompt_name)
     reqs = _requests(records, task, text_of, n, seed)
-    sampling = model.get("sampling", {})
-    keys = [request_key(model, sampling, r, prompt_version) for r in reqs]
-    config_key = f"models.{task}"
-    backend = loaded.factory(model, config_key) if loaded else lambda: make_backend(model, config_key=config_key)
+    keys = [request_key(role, r, prompt_version) for r in reqs]
+    backend = loaded.factory(role) if loaded else lambda: make_backend(role)
     responses = generate(backend, reqs, keys, journal_path)
     return reqs, [responses[k] for k in keys]
 
 
-def _captions(records: list[dict], model: dict, seed: int, journal: str | None, loaded: LoadedModel | None = None):
+def _captions(records: list[dict], role: ModelRole, seed: int, journal: str | None,
+              loaded: LoadedModel | None = None):
     caption_prompt = prompts.render("caption")
-    return _run(records, "caption", lambda r: caption_prompt, 1, model, seed, journal, "caption", loaded)
+    return _run(records, "caption", lambda r: caption_prompt, 1, role, seed, journal, "caption", loaded)
 
 
-def caption_shard(shard: str, out: str, model: dict, seed: int, journal: str | None = None) -> int:
+def caption_shard(shard: str, out: str, model: dict | ModelRole, seed: int, journal: str | None = None) -> int:
+    """Captions of a shard's records by ``model`` (the ``models.caption`` block)."""
+    role = ModelRole.from_config(model, "models.caption")
     records = pq.read_table(shard).to_pylist()
-    reqs, resps = _captions(records, model, seed, journal)
+    reqs, resps = _captions(records, role, seed, journal)
     source = {r["id"]: r["source"] for r in records}
     rows = [{"id": q.sample_id, "source": source[q.sample_id], "caption": p.text, "finish_reason": p.finish_reason,
-             "n_tokens": p.n_tokens, "error": p.error, "model": model.get("model")} for q, p in zip(reqs, resps)]
+             "n_tokens": p.n_tokens, "error": p.error, "model": role.model} for q, p in zip(reqs, resps)]
     schema.write_table(pa.Table.from_pylist(rows, schema=CAPTIONS), out)
     return len(rows)
 
 
-def caption_group(shards: list[str], journals: list[str], model: dict, seed: int) -> dict:
+def caption_group(shards: list[str], journals: list[str], model: dict | ModelRole, seed: int) -> dict:
     """The captions of several shards in one job, with one load of the teacher: responses go to each
     shard's journal (``journals[i]`` for ``shards[i]``), where ``caption_shard`` finds them."""
 
+    role = ModelRole.from_config(model, "models.caption")
+
     def run(part, loaded):
         shard, journal = part
-        return _captions(pq.read_table(shard).to_pylist(), model, seed, journal, loaded)[1]
+        return _captions(pq.read_table(shard).to_pylist(), role, seed, journal, loaded)[1]
 
     return group_job(list(zip(shards, journals)), run)
 
 
-def trace_shard(shard: str, out: str, model: dict, n_samples: int, seed: int, journal: str | None = None) -> int:
+def trace_shard(shard: str, out: str, model: dict | ModelRole, n_samples: int, seed: int,
+                journal: str | None = None) -> int:
     records = pq.read_table(shard).to_pylist()
 
     def text_of(rec):
         return prompts.render("trace", question=prompts.question_text(rec["question"], rec["choices"]))
 
-    reqs, resps = _run(records, "trace", text_of, n_samples, model, seed, journal, "trace")
+    role = ModelRole.from_config(model, "models.trace")
+    reqs, resps = _run(records, "trace", text_of, n_samples, role, seed, journal, "trace")
     source = {r["id"]: r["source"] for r in records}
     rows = [{"id": q.sample_id, "source": source[q.sample_id], "sample_index": q.sample_index,
              "response": p.text, "finish_reason": p.finish_reason, "n_tokens": p.n_tokens, "error": p.error,
-             "model": model.get("model")} for q, p in zip(reqs, resps)]
+             "model": role.model} for q, p in zip(reqs, resps)]
     schema.write_table(pa.Table.from_pylist(rows, schema=TRACES), out)
     counts = {}
     for p in resps:
@@ -130,7 +136,7 @@ def expanded_trace(short: str, cont: str) -> str:
     return f"<think>\n{short}\n\n{cont}" if short else f"<think>\n{cont}"
 
 
-def expand_shard(records_path: str, traces_path: str, out: str, model: dict, spec: dict | None, seed: int,
+def expand_shard(records_path: str, traces_path: str, out: str, model: dict | ModelRole, spec: dict | None, seed: int,
                  journal: str | None = None) -> dict:
     """Long Grounded Thoughts trace expansion for one shard: a text reasoning model continues each
     finished ("stop") trace after a cue such as "Wait,", re-checking it, and the short reasoning plus
@@ -159,14 +165,14 @@ def expand_shard(records_path: str, traces_path: str, out: str, model: dict, spe
         reqs.append(Request(t["id"], ({"role": "user", "content": text},), (), t["sample_index"],
                             schema.seed_for(seed, "expand", t["id"], t["sample_index"]), context))
         todo.append((t, short))
-    sampling = model.get("sampling", {})
-    keys = [request_key(model, sampling, r, prompt_version) for r in reqs]
-    responses = generate(lambda: make_backend(model, config_key="models.expand"), reqs, keys, journal)
+    role = ModelRole.from_config(model, "models.expand")
+    keys = [request_key(role, r, prompt_version) for r in reqs]
+    responses = generate(lambda: make_backend(role), reqs, keys, journal)
     expanded = {}
     for (t, short), k in zip(todo, keys):
         p = responses[k]
         row = {**t, "finish_reason": p.finish_reason, "n_tokens": p.n_tokens, "error": p.error,
-               "model": model.get("model")}
+               "model": role.model}
         cont = continuation(p.text, cue)
         if cont is None and p.text.strip():
             cont = p.text.lstrip().removeprefix("<think>").lstrip()

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from mmfr import prompts, schema
 from mmfr.answers import detect_answer_type, to_letter
-from mmfr.generate import generate, LoadedModel, make_backend, Request, request_key
+from mmfr.generate import generate, LoadedModel, make_backend, ModelRole, Request, request_key
 from mmfr.schema import DROPPED, dropped_row, tally
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,13 @@ def _text_request(rec: dict, task: str, text: str, seed: int, **context) -> Requ
     return Request(rec["id"], messages, (), 0, schema.seed_for(seed, task, rec["id"]), {"task": task, **context})
 
 
-def _ask(records: list[dict], task: str, render, model: dict, seed: int, journal: str | None,
+def _ask(records: list[dict], task: str, render, model: dict | ModelRole, seed: int, journal: str | None,
          loaded: LoadedModel | None, **context_of):
     _, version = prompts.load(task)
     reqs = [_text_request(r, task, render(r), seed, **{k: f(r) for k, f in context_of.items()}) for r in records]
-    keys = [request_key(model, model.get("sampling", {}), q, version) for q in reqs]
-    key = f"models.{task}"  # the config block of each task's model: models.clean, models.extract
-    factory = loaded.factory(model, key) if loaded else lambda: make_backend(model, config_key=key)
+    role = ModelRole.from_config(model, f"models.{task}")  # models.clean, models.extract
+    keys = [request_key(role, q, version) for q in reqs]
+    factory = loaded.factory(role) if loaded else lambda: make_backend(role)
     responses = generate(factory, reqs, keys, journal)
     return [responses[k] for k in keys]
 

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from mmfr.exclusions import Exclusions
+from mmfr.generate.role import ModelRole, RoleError
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def check_config(config: dict) -> None:
     for role, spec in config["models"].items():
         if not spec:
             continue
+        _check_role(spec, f"models.{role}")
         path = spec["model"]
         if path.startswith("models/"):
             parts = path.split("/")
@@ -182,6 +184,8 @@ def check_config(config: dict) -> None:
         if spec["backend"] == "scripted" and role not in ("caption", "trace", "clean", "extract", "expand"):
             raise ConfigError(f"models.{role}.backend: the scripted backend can only caption, trace, clean, extract "
                               "and expand")
+    # evaluation's block runs each checkpoint in turn: checked with a stand-in for the model
+    _check_role({**config["evaluate"]["generation"], "model": "<checkpoint>"}, "evaluate.generation")
     for i, sub in enumerate(config["subsets"]):
         where = sub.get("where", "true")
         if ";" in where:
@@ -192,6 +196,15 @@ def check_config(config: dict) -> None:
             if hf_id and _looks_like_path(hf_id) and not os.path.exists(hf_id):
                 raise ConfigError(f"{where}[{i}].hf_id ({s['name']}): the local path {hf_id!r} does not exist "
                                   f"(from {os.getcwd()}); a hub id is written owner/name")
+
+
+def _check_role(block: dict, key: str) -> None:
+    """A model block is what every job of its role will run: built once here, so that a block no
+    backend can run fails before any job, naming its key."""
+    try:
+        ModelRole.from_config(block, key)
+    except RoleError as e:
+        raise ConfigError(str(e)) from e
 
 
 def check_filters(config: dict) -> None:

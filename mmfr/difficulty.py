@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmfr import schema
+from mmfr.generate import ModelRole
 from mmfr.schema import PASS_RATES
 from mmfr.student import ask, unfinished
 from mmfr.verify import verify_response, VerifyConfig
@@ -16,14 +17,15 @@ from mmfr.verify import verify_response, VerifyConfig
 log = logging.getLogger(__name__)
 
 
-def pass_rate_shard(shard: str, verified: str, out: str, model: dict, k: int, seed: int,
+def pass_rate_shard(shard: str, verified: str, out: str, model: dict | ModelRole, k: int, seed: int,
                     journal: str | None = None, score_truncated: bool = False) -> int:
     """Pass rates for the records of ``shard`` whose trace verified correct. An attempt cut at max
     tokens (or empty) fails, unless ``score_truncated``."""
     correct = set(pq.read_table(verified, filters=pc.field("verdict") == "correct",
                                 columns=["id"]).column("id").to_pylist())
     records = [r for r in pq.read_table(shard).to_pylist() if r["id"] in correct]
-    reqs, resps = ask(records, model, k, seed, "passrate", journal, config_key="models.proxy")
+    role = ModelRole.from_config(model, "models.proxy")
+    reqs, resps = ask(records, role, k, seed, "passrate", journal)
     cfg = VerifyConfig(require_template=False)
     by_id = {r["id"]: r for r in records}
     tally = {r["id"]: [0, 0, 0] for r in records}  # correct, truncated, error
@@ -40,7 +42,7 @@ def pass_rate_shard(shard: str, verified: str, out: str, model: dict, k: int, se
     if errors:
         raise RuntimeError(f"{errors} proxy requests failed for {shard}; see the journal {journal}")
     rows = [{"id": i, "source": by_id[i]["source"], "k": k, "n_correct": c, "n_truncated": tr, "n_error": e,
-             "pass_rate": c / k if k else 0.0, "model": model.get("model")}
+             "pass_rate": c / k if k else 0.0, "model": role.model}
             for i, (c, tr, e) in sorted(tally.items())]
     schema.write_table(pa.Table.from_pylist(rows, schema=PASS_RATES), out)
     log.info("pass rates %s: %d records, mean %.3f", out, len(rows),

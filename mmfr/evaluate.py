@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmfr import schema
-from mmfr.generate import group_job
+from mmfr.generate import group_job, ModelRole
 from mmfr.schema import ITEMS
 from mmfr.student import ask, unfinished
 from mmfr.verify import verify_response, VerifyConfig
@@ -23,13 +23,13 @@ def category(metadata: str) -> str:
     return str(meta.get("family") or meta.get("category") or meta.get("subject") or "all")
 
 
-def evaluate(bench: str, name: str, out: str, model: dict, seed: int, journal: str | None = None,
+def evaluate(bench: str, name: str, out: str, model: dict | ModelRole, seed: int, journal: str | None = None,
              score_truncated: bool = False) -> float:
     """Score ``model`` on benchmark file ``bench``; writes one row per item; returns accuracy.
     A response cut at max tokens or empty is wrong (verdict 'truncated'/'empty'), unless
     ``score_truncated``: then whatever answer it holds is checked like any other."""
     records = pq.read_table(bench).to_pylist()
-    reqs, resps = ask(records, model, 1, seed, f"eval/{name}", journal)
+    reqs, resps = ask(records, ModelRole.from_config(model, "evaluate.generation"), 1, seed, f"eval/{name}", journal)
     cfg = VerifyConfig(require_template=False)
     rows = []
     for rec, resp in zip(records, resps):
@@ -48,14 +48,16 @@ def evaluate(bench: str, name: str, out: str, model: dict, seed: int, journal: s
     return accuracy
 
 
-def answer_group(benches: list[str], names: list[str], journals: list[str], model: dict, seed: int) -> dict:
+def answer_group(benches: list[str], names: list[str], journals: list[str], model: dict | ModelRole,
+                 seed: int) -> dict:
     """A model's answers to several benchmarks in one job, with one load of the model: they go to
     each benchmark's journal (``journals[i]`` for ``benches[i]``), where ``evaluate`` finds and
     scores them."""
+    role = ModelRole.from_config(model, "evaluate.generation")
 
     def run(part, loaded):
         bench, name, journal = part
-        return ask(pq.read_table(bench).to_pylist(), model, 1, seed, f"eval/{name}", journal, loaded=loaded)[1]
+        return ask(pq.read_table(bench).to_pylist(), role, 1, seed, f"eval/{name}", journal, loaded=loaded)[1]
 
     return group_job(list(zip(benches, names, journals)), run)
 

@@ -4,7 +4,7 @@ proxy, k attempts) and evaluation (each checkpoint, on each benchmark) both do."
 from __future__ import annotations
 
 from mmfr import prompts, schema
-from mmfr.generate import generate, make_backend, Request, request_key, resolve_model
+from mmfr.generate import generate, make_backend, ModelRole, Request, request_key, resolve_model
 
 
 def student_requests(records: list[dict], n: int, seed: int, stage: str) -> list[Request]:
@@ -17,16 +17,15 @@ def student_requests(records: list[dict], n: int, seed: int, stage: str) -> list
     return out
 
 
-def ask(records: list[dict], model: dict, n: int, seed: int, stage: str, journal: str | None,
-        config_key: str | None = None, loaded=None):
+def ask(records: list[dict], role: ModelRole, n: int, seed: int, stage: str, journal: str | None, loaded=None):
     """Generate n student-prompt answers per record; returns (requests, responses) aligned.
-    ``config_key``: where the config gives ``model``, for the backend's errors; ``loaded``: a
-    ``LoadedModel`` that keeps the model across calls (a job that answers several benchmarks)."""
+    ``loaded``: a ``LoadedModel`` that keeps the model across calls (a job that answers several
+    benchmarks). A checkpoint this workflow trained is keyed by its content (``resolve_model``)."""
     _, version = prompts.load("student")
-    model = resolve_model(model)
+    role = resolve_model(role)
     reqs = student_requests(records, n, seed, stage)
-    keys = [request_key(model, model.get("sampling", {}), r, version) for r in reqs]
-    backend = loaded.factory(model, config_key) if loaded else lambda: make_backend(model, config_key=config_key)
+    keys = [request_key(role, r, version) for r in reqs]
+    backend = loaded.factory(role) if loaded else lambda: make_backend(role)
     responses = generate(backend, reqs, keys, journal)
     return reqs, [responses[k] for k in keys]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mmfr import prompts, schema
 from mmfr.answers import answers_match, extract_answer, last_boxed, split_response, Tolerance
-from mmfr.generate import generate, group_job, make_backend, Request, request_key
+from mmfr.generate import generate, group_job, make_backend, ModelRole, Request, request_key
 from mmfr.models import count_tokens
 from mmfr.prompts import render
 
@@ -141,7 +141,7 @@ def format_score(text: str) -> float:
 # ---------------------------------------------------------------- the verify stage, one shard
 
 def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out: str, checks: dict,
-                 judge: dict | None = None, seed: int = 0, journal: str | None = None) -> dict:
+                 judge: dict | ModelRole | None = None, seed: int = 0, journal: str | None = None) -> dict:
     """Verify every trace of a shard: generation outcome → template → length → repetition →
     extraction → rule checks → (optional) LLM judge for rule-level disagreements.
 
@@ -154,7 +154,7 @@ def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out:
     records, rows = _rule_checks(std, traces, checks)
     caption_of = {r["id"]: r["caption"] for r in pq.read_table(captions, columns=["id", "caption"]).to_pylist()}
     if judge:
-        _judge(rows, records, judge, seed, journal)
+        _judge(rows, records, ModelRole.from_config(judge, "models.judge"), seed, journal)
     thinks = [split_response(r["response"])[0] or "" for r in rows]
     for r, n_cot, n_cap in zip(rows, count_tokens(tokenizer_json, thinks),
                                count_tokens(tokenizer_json, [caption_of.get(r["id"], "") for r in rows])):
@@ -191,23 +191,25 @@ def _rule_checks(std: str, traces: str, checks: dict) -> tuple[dict, list[dict]]
     return records, rows
 
 
-def judge_group(stds: list[str], traces: list[str], journals: list[str], checks: dict, judge: dict,
+def judge_group(stds: list[str], traces: list[str], journals: list[str], checks: dict, judge: dict | ModelRole,
                 seed: int) -> dict:
     """The judge calls of ``verify_shard`` for several shards in one job, with one load of the judge:
     the rule checks run again here (they are cheap), and each judgment goes to its shard's journal
     (``journals[i]`` for ``stds[i]``), where the shard's verify job finds and reads it (and names a
     judgment it cannot read)."""
 
+    role = ModelRole.from_config(judge, "models.judge")
+
     def run(part, loaded):
         std, trace, journal = part
         records, rows = _rule_checks(std, trace, checks)
-        _, reqs, keys = _judge_requests(rows, records, judge, seed)
-        return list(generate(loaded.factory(judge, "models.judge"), reqs, keys, journal).values()) if reqs else []
+        _, reqs, keys = _judge_requests(rows, records, role, seed)
+        return list(generate(loaded.factory(role), reqs, keys, journal).values()) if reqs else []
 
     return group_job(list(zip(stds, traces, journals)), run)
 
 
-def _judge_requests(rows: list[dict], records: dict, judge: dict, seed: int):
+def _judge_requests(rows: list[dict], records: dict, judge: ModelRole, seed: int):
     """The rows the judge is asked about (answers the rules call wrong), its requests and their keys."""
 
     todo = [r for r in rows if r["verdict"] == "wrong" and r["decided_by"] in ("choice", "numeric", "math_verify", "text")]
@@ -218,16 +220,16 @@ def _judge_requests(rows: list[dict], records: dict, judge: dict, seed: int):
         question = prompts.question_text(rec["question"], rec["choices"])
         reqs.append(Request(r["id"], tuple(judge_messages(question, rec["answer"], r["extracted"] or "")), (),
                             r["sample_index"], schema.seed_for(seed, "judge", r["id"], r["sample_index"])))
-    return todo, reqs, [request_key(judge, judge.get("sampling", {}), q, version) for q in reqs]
+    return todo, reqs, [request_key(judge, q, version) for q in reqs]
 
 
-def _judge(rows: list[dict], records: dict, judge: dict, seed: int, journal: str | None) -> None:
+def _judge(rows: list[dict], records: dict, judge: ModelRole, seed: int, journal: str | None) -> None:
     """Ask the LLM judge about answers the rules call wrong; an unparseable judgment is an error."""
 
     todo, reqs, keys = _judge_requests(rows, records, judge, seed)
     if not todo:
         return
-    answers = generate(lambda: make_backend(judge, config_key="models.judge"), reqs, keys, journal)
+    answers = generate(lambda: make_backend(judge), reqs, keys, journal)
     for r, k in zip(todo, keys):
         resp = answers[k]
         if resp.finish_reason != "stop":

@@ -90,7 +90,7 @@ def test_a_group_job_loads_each_model_once_and_the_shard_jobs_load_none(tmp_path
 
     loads = []
     real = mmfr.generate.make_backend
-    monkeypatch.setattr(mmfr.generate, "make_backend", lambda spec, **kw: loads.append(spec["model"]) or real(spec, **kw))
+    monkeypatch.setattr(mmfr.generate, "make_backend", lambda role: loads.append(role.model) or real(role))
     monkeypatch.setattr(mmfr.clean, "make_backend", mmfr.generate.make_backend)
     drops = tmp_path / "drops.parquet"
     pq.write_table(pa.Table.from_pylist([], schema=DROPS), drops)

@@ -2,10 +2,16 @@
 
 import json
 
-from mmfr.generate import Journal, Request, Response, generate, request_key
+from mmfr.generate import Journal, ModelRole, Request, Response, generate, request_key
 
-MODEL = {"backend": "counting", "model": "m", "revision": "r1"}
 SAMPLING = {"temperature": 1.0, "max_new_tokens": 8}
+
+
+def role(sampling=SAMPLING, **changes) -> ModelRole:
+    return ModelRole(**{"backend": "transformers", "model": "m", "revision": "r1", "sampling": sampling, **changes})
+
+
+MODEL = role()
 
 
 def req(i, text="How many?", image=b"img", index=0):
@@ -30,24 +36,24 @@ class CountingBackend:
 
 
 def test_key_changes_when_and_only_when_content_changes():
-    base = request_key(MODEL, SAMPLING, req(1))
-    assert base == request_key(MODEL, SAMPLING, req(1))
-    assert base == request_key(MODEL, dict(reversed(list(SAMPLING.items()))), req(1))  # order-free
-    assert base != request_key({**MODEL, "revision": "r2"}, SAMPLING, req(1))
-    assert base != request_key({**MODEL, "model": "m2"}, SAMPLING, req(1))
-    assert base != request_key(MODEL, {**SAMPLING, "temperature": 0.5}, req(1))
-    assert base != request_key(MODEL, SAMPLING, req(1, text="How many circles?"))
-    assert base != request_key(MODEL, SAMPLING, req(1, image=b"other"))
-    assert base != request_key(MODEL, SAMPLING, req(1, index=1))
-    assert base != request_key(MODEL, SAMPLING, req(1), prompt_version="abc")
+    base = request_key(MODEL, req(1))
+    assert base == request_key(MODEL, req(1))
+    assert base == request_key(role(dict(reversed(list(SAMPLING.items())))), req(1))  # order-free
+    assert base != request_key(role(revision="r2"), req(1))
+    assert base != request_key(role(model="m2"), req(1))
+    assert base != request_key(role({**SAMPLING, "temperature": 0.5}), req(1))
+    assert base != request_key(MODEL, req(1, text="How many circles?"))
+    assert base != request_key(MODEL, req(1, image=b"other"))
+    assert base != request_key(MODEL, req(1, index=1))
+    assert base != request_key(MODEL, req(1), prompt_version="abc")
     # the backend name and batch size are not content: switching them keeps the cache
-    assert base == request_key({**MODEL, "backend": "vllm", "batch_size": 64}, SAMPLING, req(1))
+    assert base == request_key(role(backend="vllm", batch_size=64), req(1))
 
 
 def test_killed_job_resumes_without_regenerating(tmp_path):
     journal = str(tmp_path / "j.jsonl")
     reqs = [req(i) for i in range(10)]
-    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    keys = [request_key(MODEL, r) for r in reqs]
     first = CountingBackend(fail_after=6)
     try:
         generate(first, reqs, keys, journal)
@@ -68,7 +74,7 @@ def test_killed_job_resumes_without_regenerating(tmp_path):
 
 def test_identical_requests_are_generated_once(tmp_path):
     reqs = [req(1), req(1)]
-    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    keys = [request_key(MODEL, r) for r in reqs]
     backend = CountingBackend()
     generate(backend, reqs, keys, None)
     assert len(backend.calls) == 1
@@ -89,7 +95,7 @@ class FlakyBackend(CountingBackend):
 def test_failed_requests_are_not_journaled_and_are_retried(tmp_path):
     journal = str(tmp_path / "j.jsonl")
     reqs = [req(i) for i in range(3)]
-    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    keys = [request_key(MODEL, r) for r in reqs]
     out = generate(FlakyBackend(), reqs, keys, journal)
     assert [out[k].finish_reason for k in keys] == ["error", "stop", "stop"]
     retry = CountingBackend()
@@ -100,7 +106,7 @@ def test_failed_requests_are_not_journaled_and_are_retried(tmp_path):
 def test_resharding_regenerates_nothing(tmp_path):
     """Responses are found in the other journals of the same stage and source, by index."""
     reqs = [req(i) for i in range(15)]
-    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    keys = [request_key(MODEL, r) for r in reqs]
     old = [str(tmp_path / "traces/src" / f"0000{i}.parquet.jsonl") for i in range(2)]
     generate(CountingBackend(), reqs[0:6], keys[0:6], old[0])
     generate(CountingBackend(), reqs[6:10], keys[6:10], old[1])
@@ -143,7 +149,7 @@ def test_a_thinking_template_s_open_think_tag_is_restored(tmp_path):
             for r, k in zip(requests, keys):
                 yield Response(k, r.sample_id, r.sample_index, "I count 3.\n</think>\n<answer>3</answer>", "stop", 9)
 
-    out = generate(Thinking(), [req(1)], [request_key(MODEL, SAMPLING, req(1))], str(tmp_path / "j.jsonl"))
+    out = generate(Thinking(), [req(1)], [request_key(MODEL, req(1))], str(tmp_path / "j.jsonl"))
     (resp,) = out.values()
     assert resp.text.startswith("<think>\nI count 3.") and Journal(str(tmp_path / "j.jsonl")).load()[resp.key].text == resp.text
 
@@ -185,7 +191,7 @@ def test_an_edited_journal_line_is_refused_and_named(tmp_path):
 
     path = str(tmp_path / "j.jsonl")
     reqs = [req(i) for i in range(3)]
-    keys = [request_key(MODEL, SAMPLING, r) for r in reqs]
+    keys = [request_key(MODEL, r) for r in reqs]
     generate(CountingBackend(), reqs, keys, path)
     assert check_lines(path) == []
     text = open(path, encoding="utf-8").read()
@@ -214,16 +220,39 @@ def test_a_local_model_is_keyed_by_what_determines_its_outputs(tmp_path):
                        ("checkpoint-10/model.safetensors", b"old")]:
         (model / name).parent.mkdir(exist_ok=True)
         (model / name).write_bytes(data)
-    key = resolve_model({"model": str(model)})["revision"]
+    key = resolve_model(ModelRole("transformers", str(model))).revision
     assert key.startswith("sha256:")
     (model / "metrics.json").write_bytes(b'{"train_time_s": 13.1}')
     (model / "checkpoint-10/model.safetensors").write_bytes(b"older")
     (model / "trainer_log.txt").write_bytes(b"step 1")
     (model / "training_args.bin").write_bytes(b"runs/Dec02_12-55")
-    assert resolve_model({"model": str(model)})["revision"] == key
+    assert resolve_model(ModelRole("transformers", str(model))).revision == key
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
         before = (model / name).read_bytes()
         (model / name).write_bytes(before + b" ")
-        assert resolve_model({"model": str(model)})["revision"] != key, name
+        assert resolve_model(ModelRole("transformers", str(model))).revision != key, name
         (model / name).write_bytes(before)
-    assert resolve_model({"model": str(model), "revision": "pinned"})["revision"] == "pinned"
+    assert resolve_model(ModelRole("transformers", str(model), "pinned")).revision == "pinned"
+
+
+def test_a_model_role_is_built_once_from_its_block_and_names_its_key():
+    import pytest
+
+    from mmfr.generate import RoleError
+
+    block = {"backend": "vllm", "model": "Qwen/Qwen3-VL-8B-Instruct", "revision": "abc", "tensor_parallel_size": 8,
+             "sampling": {"temperature": 0.6, "max_new_tokens": 100}, "batch_size": 64, "dtype": "bfloat16"}
+    r = ModelRole.from_config(block, "models.trace")
+    assert (r.backend, r.model, r.revision, r.tensor_parallel_size, r.batch_size) == \
+        ("vllm", "Qwen/Qwen3-VL-8B-Instruct", "abc", 8, 64)
+    assert r.options == {"dtype": "bfloat16"} and r.config_key("model") == "models.trace.model"
+    assert r.resolved_sampling()["top_p"] == 1.0 and r.sampling == block["sampling"]
+    assert ModelRole.from_config(r) is r and ModelRole.from_config(r, "models.judge").key == "models.judge"
+    # the key a request gets is the same whichever way the block was given
+    assert request_key(r, req(1)) == request_key(ModelRole.from_config(dict(reversed(list(block.items())))), req(1))
+    for bad, named in [({**block, "backend": "tgi"}, "models.trace.backend: unknown backend 'tgi'"),
+                       ({**block, "sampling": {"temprature": 1}}, "models.trace.sampling: unknown sampling keys"),
+                       ({**block, "api_key": "sk-x"}, "never put an API key in the config"),
+                       ({"backend": "vllm"}, "models.trace: a model block needs 'backend' and 'model'")]:
+        with pytest.raises(RoleError, match=named.replace("(", r"\(").replace(")", r"\)")):
+            ModelRole.from_config(bad, "models.trace")

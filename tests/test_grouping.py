@@ -58,9 +58,9 @@ def loads(monkeypatch):
     real = mmfr.generate.make_backend
     judge = Counting(JUDGE["model"], judgment)
 
-    def make(spec, **kwargs):
-        made.append(spec["model"])
-        return judge if spec["model"] == JUDGE["model"] else real(spec, **kwargs)
+    def make(role):
+        made.append(role.model)
+        return judge if role.model == JUDGE["model"] else real(role)
 
     monkeypatch.setattr(mmfr.generate, "make_backend", make)
     monkeypatch.setattr("mmfr.annotate.make_backend", make)
@@ -149,7 +149,7 @@ def test_an_evaluation_job_loads_the_model_once_for_every_benchmark(shards, monk
 
     made = []
     student_model = Counting("test-student", lambda key: "<think>\nlooking\n</think>\n<answer>A</answer>")
-    monkeypatch.setattr(mmfr.generate, "make_backend", lambda spec, **kw: made.append(spec["model"]) or student_model)
+    monkeypatch.setattr(mmfr.generate, "make_backend", lambda role: made.append(role.model) or student_model)
     monkeypatch.setattr("mmfr.student.make_backend", mmfr.generate.make_backend)
     _, paths = shards
     student = {"backend": "openai", "model": "test-student", "revision": "r1"}

@@ -109,6 +109,24 @@ def test_no_module_takes_another_s_private_name():
     assert not private, "\n".join(private)
 
 
+# The stages in the order data flows through them; a stage may import an earlier one, never a later
+STAGES = ["mmfr.adapters", "mmfr.sources", "mmfr.dedup", "mmfr.clean", "mmfr.annotate", "mmfr.verify",
+          "mmfr.student", "mmfr.difficulty", "mmfr.subsets", "mmfr.rewards", "mmfr.train", "mmfr.evaluate",
+          "mmfr.summary", "mmfr.report"]
+# The layers under the stages: none of them imports a stage (config compiles subset filters, lazily)
+LOWER = {"mmfr.answers", "mmfr.schema", "mmfr.provenance", "mmfr.prompts", "mmfr.options", "mmfr.images",
+         "mmfr.exclusions", "mmfr.models", "mmfr.generate", "mmfr.generate.core", "mmfr.generate.journal",
+         "mmfr.generate.hf", "mmfr.generate.vllm", "mmfr.generate.openai", "mmfr.grounded"}
+
+
+def test_no_stage_imports_a_later_stage_and_no_lower_layer_imports_a_stage():
+    edges, _ = graph()
+    later = [f"{a} imports {b}" for i, a in enumerate(STAGES) for b in edges[a] if b in STAGES[i + 1:]]
+    assert not later, later
+    upward = [f"{a} imports {b}" for a in LOWER for b in edges[a] if b in STAGES or b.startswith("mmfr.demo")]
+    assert not upward, upward
+
+
 @pytest.mark.parametrize("module", ["mmfr.answers"])
 def test_the_bottom_layer_imports_no_other_mmfr_module(module):
     edges, _ = graph()

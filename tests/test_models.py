@@ -14,7 +14,7 @@ import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from mmfr.generate import Journal, Request, generate, request_key  # noqa: E402
+from mmfr.generate import Journal, ModelRole, Request, generate, request_key  # noqa: E402
 from mmfr.models import (QWEN_ADDED_TOKENS, QWEN_FIRST_ADDED_ID, build_qwen_tokenizer,  # noqa: E402
                          build_student_tokenizer, build_tiny_model, count_tokens, load_model, load_processor)
 from mmfr.prompts import student_messages  # noqa: E402
@@ -49,7 +49,7 @@ def make_requests(n: int, corrupt: int | None = None) -> list[Request]:
 
 
 def keyed(spec, requests):
-    return [request_key(spec, spec["sampling"], r) for r in requests]
+    return [request_key(ModelRole.from_config(spec), r) for r in requests]
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def test_vllm_backend_names_its_environment(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
     with pytest.raises(ImportError, match="envs/vllm.yaml"):
-        make_backend({"backend": "vllm", "model": "Qwen/Qwen3-VL-8B-Instruct"})
+        make_backend(ModelRole.from_config({"backend": "vllm", "model": "Qwen/Qwen3-VL-8B-Instruct"}))
 
 
 def write_shard(path, n: int = 16) -> str:
@@ -276,11 +276,11 @@ def test_vllm_engine_gets_an_image_limit_only_for_image_text_models(tmp_path):
 
     Qwen3VLConfig().save_pretrained(tmp_path / "vl")
     Qwen3Config().save_pretrained(tmp_path / "text")
-    vl = engine_kwargs({"model": str(tmp_path / "vl"), "tensor_parallel_size": 8})
+    vl = engine_kwargs(ModelRole("vllm", str(tmp_path / "vl"), tensor_parallel_size=8))
     assert vl["limit_mm_per_prompt"] == {"image": 1} and vl["tensor_parallel_size"] == 8
-    assert "limit_mm_per_prompt" not in engine_kwargs({"model": str(tmp_path / "text")})
-    assert engine_kwargs({"model": "any/model", "max_images": 4})["limit_mm_per_prompt"] == {"image": 4}
-    assert "limit_mm_per_prompt" not in engine_kwargs({"model": "any/model", "max_images": 0})
+    assert "limit_mm_per_prompt" not in engine_kwargs(ModelRole("vllm", str(tmp_path / "text")))
+    assert engine_kwargs(ModelRole("vllm", "any/model", options={"max_images": 4}))["limit_mm_per_prompt"] == {"image": 4}
+    assert "limit_mm_per_prompt" not in engine_kwargs(ModelRole("vllm", "any/model", options={"max_images": 0}))
 
 
 def test_a_missing_local_model_names_its_config_key(tmp_path, monkeypatch):
@@ -296,7 +296,7 @@ def test_a_missing_local_model_names_its_config_key(tmp_path, monkeypatch):
     require_model("Qwen/Qwen3-VL-8B-Instruct")  # a Hub id: not a path, nothing is looked up
     with pytest.raises(FileNotFoundError, match=r"^models\.proxy\.model: model 'models/tiny' is a local path "
                                                 r"that does not exist .*rule base_model"):
-        make_backend({"backend": "transformers", "model": "models/tiny"}, config_key="models.proxy")
+        make_backend(ModelRole.from_config({"backend": "transformers", "model": "models/tiny"}, "models.proxy"))
     with pytest.raises(FileNotFoundError, match=r"^model '/data/ckpt/qwen' .*Hub id as org/name"):
         load_model("/data/ckpt/qwen")
     with pytest.raises(FileNotFoundError, match=r"^students\[size=8b\]\.model: model '/data/ckpt/qwen'"):
@@ -308,4 +308,4 @@ def test_vllm_backend_names_the_config_key_of_a_missing_local_model():
     from mmfr.generate import make_backend
 
     with pytest.raises(FileNotFoundError, match=r"models\.trace\.model: model '/nonexistent/teacher'"):
-        make_backend({"backend": "vllm", "model": "/nonexistent/teacher"}, config_key="models.trace")
+        make_backend(ModelRole.from_config({"backend": "vllm", "model": "/nonexistent/teacher"}, "models.trace"))

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mmfr.generate import Journal, Request, generate, request_key
+from mmfr.generate import Journal, ModelRole, Request, generate, request_key
 from mmfr.generate.openai import OpenAIBackend
 
 ERROR_400 = "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens."
@@ -316,7 +316,7 @@ def test_closing_early_drops_the_queue(server):
 def test_journal_keeps_successes_and_a_rerun_regenerates_only_failures(server, tmp_path):
     b = backend(server, max_retries=1)
     reqs = [req(f"ok {i}", i) for i in range(10)] + [req(f"dead {i}", i) for i in range(10, 13)]
-    keys = [request_key({"model": "served", "revision": "r1"}, b.sampling, r) for r in reqs]
+    keys = [request_key(ModelRole("openai", "served", "r1", sampling=b.sampling), r) for r in reqs]
     journal = str(tmp_path / "j.jsonl")
     out = generate(b, reqs, keys, journal)
     assert [out[k].finish_reason for k in keys] == ["stop"] * 10 + ["error"] * 3

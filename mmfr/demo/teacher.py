@@ -13,6 +13,7 @@ from typing import Iterator
 from mmfr.answers import answers_match, extract_answer, Tolerance
 from mmfr.demo import synth
 from mmfr.generate.core import Request, Response
+from mmfr.generate.role import as_role, ModelRole
 
 DEFAULT_MISTAKES = {"wrong_answer": 0.0, "no_answer_tag": 0.0, "unclosed_think": 0.0,
                     "repetition": 0.0, "too_short": 0.0}
@@ -21,13 +22,14 @@ DEFAULT_MISTAKES = {"wrong_answer": 0.0, "no_answer_tag": 0.0, "unclosed_think":
 class ScriptedBackend:
     name = "scripted"
 
-    def __init__(self, spec: dict, **_):
+    def __init__(self, role: ModelRole | dict):
+        role = as_role(role, self.name)
         # seconds spent on each request before its response is ready, to simulate a model's
         # per-request time (resume and kill tests, demos of progress); 0 answers at once
-        self.latency_s = float(spec.get("latency_s") or 0)
+        self.latency_s = float(role.option("latency_s") or 0)
         if self.latency_s < 0:
             raise ValueError(f"scripted backend: latency_s must be >= 0, got {self.latency_s}")
-        self.mistakes = {**DEFAULT_MISTAKES, **(spec.get("mistakes") or {})}
+        self.mistakes = {**DEFAULT_MISTAKES, **(role.option("mistakes") or {})}
         unknown = set(self.mistakes) - set(DEFAULT_MISTAKES)
         if unknown:
             raise ValueError(f"scripted backend: unknown mistakes {sorted(unknown)} (known: {sorted(DEFAULT_MISTAKES)})")

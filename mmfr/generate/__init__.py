@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import logging
 import os
 from typing import Callable
 
 from mmfr.generate.core import Backend, content_sha256, image_sha256, Request, request_key, Response, restore_think
 from mmfr.generate.journal import check_lines, Journal, siblings
+from mmfr.generate.role import SAMPLING_DEFAULTS, ModelRole, RoleError
 from mmfr.provenance import known_model_sha256
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "Journal", "LoadedModel", "Request", "Response", "check_lines", "content_sha256", "generate",
+__all__ = ["SAMPLING_DEFAULTS", "Backend", "Journal", "LoadedModel", "ModelRole", "Request", "Response", "RoleError",
+           "check_lines", "content_sha256", "generate",
            "group_job", "image_sha256", "make_backend", "request_key", "resolve_model", "restore_think", "siblings"]
 
 
@@ -73,32 +74,29 @@ def generate(backend: Backend | Callable[[], Backend], requests: list[Request], 
     return {k: done[k] for k in keys}
 
 
-def resolve_model(spec: dict) -> dict:
+def resolve_model(role: ModelRole) -> ModelRole:
     """A model that is a local directory (a checkpoint this workflow trained) is keyed by the hash of
     what determines its outputs (weights, config, tokenizer and processor files): new weights
     invalidate its cached responses; its metrics, logs or a retraining to the same bits do not."""
-    path = spec.get("model", "")
-    if os.path.isdir(path) and not spec.get("revision"):
-
-        return {**spec, "revision": "sha256:" + known_model_sha256(path)}
-    return spec
+    if os.path.isdir(role.model) and not role.revision:
+        return role.with_revision("sha256:" + known_model_sha256(role.model))
+    return role
 
 
 class LoadedModel:
     """Holds one backend across ``generate`` calls, for a job that works through several shards:
-    ``factory(spec)`` gives a backend factory that loads ``spec``'s model on first use and keeps it;
+    ``factory(role)`` gives a backend factory that loads the role's model on first use and keeps it;
     asking for another model closes the one held first (one model in GPU memory at a time)."""
 
     def __init__(self):
-        self.spec_key: str | None = None
+        self.identity: str | None = None
         self.backend: Backend | None = None
 
-    def factory(self, spec: dict, config_key: str | None = None) -> Callable[[], Backend]:
+    def factory(self, role: ModelRole) -> Callable[[], Backend]:
         def load() -> Backend:
-            key = json.dumps(spec, sort_keys=True, default=str)
-            if key != self.spec_key:
+            if role.identity() != self.identity:
                 self.close()
-                self.backend, self.spec_key = make_backend(spec, config_key=config_key), key
+                self.backend, self.identity = make_backend(role), role.identity()
             return self.backend
 
         return load
@@ -106,7 +104,7 @@ class LoadedModel:
     def close(self) -> None:
         if self.backend is not None and hasattr(self.backend, "close"):
             self.backend.close()
-        self.backend = self.spec_key = None
+        self.backend = self.identity = None
 
 
 def group_job(parts: list, run: Callable[[object, LoadedModel], list[Response]]) -> dict:
@@ -137,11 +135,10 @@ BACKENDS = {
 }
 
 
-def make_backend(spec: dict, **kwargs) -> Backend:
-    """``spec`` is a model block of the config: ``{backend, model, revision, ...}``; ``config_key``
-    (say ``models.proxy``) names it in the error a local backend raises for a missing model path."""
-    kind = spec["backend"]
-    if kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r} (config key 'backend': {', '.join(sorted(BACKENDS))})")
-    module, name = BACKENDS[kind].split(":")
-    return getattr(importlib.import_module(module), name)(spec, **kwargs)
+def make_backend(role: ModelRole) -> Backend:
+    """The backend that runs ``role`` (its ``key``, say ``models.proxy``, names the config block in
+    the errors a backend raises, e.g. for a missing local model)."""
+    if role.backend not in BACKENDS:
+        raise ValueError(f"{role.key or 'model block'}.backend: unknown backend {role.backend!r} ({', '.join(sorted(BACKENDS))})")
+    module, name = BACKENDS[role.backend].split(":")
+    return getattr(importlib.import_module(module), name)(role)

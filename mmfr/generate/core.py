@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
+from mmfr.generate.role import ModelRole
+
 
 @dataclass(frozen=True)
 class Request:
@@ -47,14 +49,15 @@ def image_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def request_key(model: dict, sampling: dict, request: Request, prompt_version: str = "") -> str:
-    """The content key: model and revision, sampling params, rendered messages, image hashes,
-    sample index (and the prompt file's hash). Nothing else, so unrelated config changes,
-    added sources or resharding never invalidate a finished response."""
+def request_key(role: ModelRole, request: Request, prompt_version: str = "") -> str:
+    """The content key: the role's model, revision and sampling (as the config gives it), rendered
+    messages, image hashes, sample index (and the prompt file's hash). Nothing else, so the backend,
+    batch size, unrelated config changes, added sources or resharding never invalidate a finished
+    response."""
     payload = {
-        "model": model.get("model"),
-        "revision": model.get("revision"),
-        "sampling": sampling,
+        "model": role.model,
+        "revision": role.revision,
+        "sampling": role.sampling,
         "messages": request.messages,
         "images": [image_sha256(b) for b in request.images],
         "sample_index": request.sample_index,

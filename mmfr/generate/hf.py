@@ -16,24 +16,10 @@ import time
 from typing import Iterator
 
 from mmfr.generate.core import Request, Response
+from mmfr.generate.role import as_role, ModelRole
 from mmfr.models import load_model, load_processor
 
 log = logging.getLogger(__name__)
-
-SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 1024,
-                     "repetition_penalty": 1.0}
-
-
-def resolve_sampling(spec: dict) -> dict:
-    """The model block's ``sampling`` with defaults filled in; unknown keys are an error.
-    ``temperature: 0`` means greedy; ``top_k: 0`` means no top-k cut."""
-    sampling = spec.get("sampling") or {}
-    unknown = sorted(set(sampling) - set(SAMPLING_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown sampling keys {unknown} for model {spec.get('model')!r} "
-                         f"(known: {sorted(SAMPLING_DEFAULTS)})")
-    return {**SAMPLING_DEFAULTS, **sampling}
-
 
 def batch_seed(requests: list[Request]) -> int:
     """One torch seed from the seeds of a batch's requests (order-independent)."""
@@ -66,22 +52,21 @@ def chat_with_images(request: Request) -> list[dict]:
 
 
 class TransformersBackend:
-    """Generation with ``model.generate``. ``spec``: ``{model, revision, batch_size [16], device ["cpu"],
-    dtype ["auto"], sampling: {temperature, top_p, top_k, max_new_tokens, repetition_penalty}}``."""
+    """Generation with ``model.generate``. The role's ``batch_size`` [16] and sampling; options
+    ``device`` ["cpu"] and ``dtype`` ["auto"]."""
 
     name = "transformers"
 
-    def __init__(self, spec: dict, config_key: str | None = None, **kwargs):
-        """Load model and processor now. ``config_key`` names the config block of ``spec`` (say
-        ``models.proxy``) in the error for a local model path that does not exist; other ``kwargs``
-        (``make_backend``'s extras) are not used."""
-
-        self.sampling = resolve_sampling(spec)
-        self.batch_size = int(spec.get("batch_size", 16))
-        self.device = spec.get("device", "cpu")
-        key = f"{config_key}.model" if config_key else None
-        self.model = load_model(spec["model"], spec.get("revision"), self.device, spec.get("dtype", "auto"), key)
-        self.processor = load_processor(spec["model"], spec.get("revision"), key)
+    def __init__(self, role: ModelRole | dict):
+        """Load model and processor now (a local model path that does not exist is an error naming
+        the role's config key)."""
+        role = as_role(role, self.name)
+        self.sampling = role.resolved_sampling()
+        self.batch_size = int(role.batch_size or 16)
+        self.device = role.option("device", "cpu")
+        key = role.config_key("model")
+        self.model = load_model(role.model, role.revision, self.device, role.option("dtype", "auto"), key)
+        self.processor = load_processor(role.model, role.revision, key)
         self.processor.tokenizer.padding_side = "left"
         tokenizer = self.processor.tokenizer
         eos = self.model.generation_config.eos_token_id

@@ -32,7 +32,7 @@ from typing import Iterator
 import requests as requests_lib
 
 from mmfr.generate.core import Request, Response
-from mmfr.generate.hf import resolve_sampling
+from mmfr.generate.role import as_role, ModelRole
 from mmfr.generate.vllm import to_vllm_messages
 
 log = logging.getLogger(__name__)
@@ -84,40 +84,38 @@ def join_reasoning(reasoning: str, content: str, finish_reason: str) -> str:
 
 
 class OpenAIBackend:
-    """Generation through an OpenAI-compatible HTTP server. ``spec``: ``{model, revision (recorded only),
-    base_url [$OPENAI_BASE_URL], api_key_env ["OPENAI_API_KEY"], concurrency [64], timeout_s [600],
-    max_retries [5], backoff_s [1.0], max_backoff_s [60], sampling: {temperature, top_p, top_k,
-    max_new_tokens, repetition_penalty}}``. ``max_retries`` counts retries: at most ``1 + max_retries``
-    attempts per request. ``timeout_s`` bounds the connect and the wait for the response (the server
+    """Generation through an OpenAI-compatible HTTP server: the role's model (its revision is recorded
+    only) and sampling; options ``base_url`` [$OPENAI_BASE_URL], ``api_key_env`` ["OPENAI_API_KEY"],
+    ``concurrency`` [64], ``timeout_s`` [600], ``max_retries`` [5], ``backoff_s`` [1.0],
+    ``max_backoff_s`` [60]. ``max_retries`` counts retries: at most ``1 + max_retries`` attempts per request. ``timeout_s`` bounds the connect and the wait for the response (the server
     sends nothing until a non-streamed completion is done)."""
 
     name = "openai"
 
-    def __init__(self, spec: dict, **kwargs):
-        """Check the settings now (no request is sent); ``kwargs`` (``make_backend``'s extras) are not used."""
-        if "api_key" in spec:
-            raise ValueError(f"model {spec.get('model')!r}: never put an API key in the config; set "
-                             "'api_key_env' to the name of the environment variable that holds it")
-        self.model = spec["model"]
-        base_url = spec.get("base_url") or os.environ.get("OPENAI_BASE_URL", "")
+    def __init__(self, role: ModelRole | dict):
+        """Check the settings now (no request is sent). An API key in the config is refused by
+        ``ModelRole.from_config``."""
+        role = as_role(role, self.name)
+        self.model = role.model
+        base_url = role.option("base_url") or os.environ.get("OPENAI_BASE_URL", "")
         if not base_url:
             raise ValueError(f"the openai backend of model {self.model!r} needs a server: set 'base_url' in its "
                              "config block (e.g. http://127.0.0.1:8000/v1) or the OPENAI_BASE_URL environment variable")
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url {base_url!r} of model {self.model!r} must start with http:// or https://")
         self.url = base_url.rstrip("/") + "/chat/completions"
-        key_env = spec.get("api_key_env") or "OPENAI_API_KEY"
+        key_env = role.option("api_key_env") or "OPENAI_API_KEY"
         api_key = os.environ.get(key_env, "")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.concurrency = int(spec.get("concurrency", 64))
-        self.timeout_s = float(spec.get("timeout_s", 600))
-        self.max_retries = int(spec.get("max_retries", 5))
-        self.backoff_s = float(spec.get("backoff_s", 1.0))
-        self.max_backoff_s = float(spec.get("max_backoff_s", 60.0))
+        self.concurrency = int(role.option("concurrency", 64))
+        self.timeout_s = float(role.option("timeout_s", 600))
+        self.max_retries = int(role.option("max_retries", 5))
+        self.backoff_s = float(role.option("backoff_s", 1.0))
+        self.max_backoff_s = float(role.option("max_backoff_s", 60.0))
         if self.concurrency < 1 or self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
             raise ValueError(f"model {self.model!r}: need concurrency >= 1, timeout_s > 0, max_retries >= 0 "
                              "and backoff_s >= 0")
-        self.sampling = resolve_sampling(spec)
+        self.sampling = role.resolved_sampling()
 
     def payload(self, request: Request) -> dict:
         """The JSON body for one request. ``top_k`` and ``repetition_penalty`` are not OpenAI fields

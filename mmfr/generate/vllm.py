@@ -14,7 +14,7 @@ import logging
 from typing import Iterator
 
 from mmfr.generate.core import Request, Response
-from mmfr.generate.hf import resolve_sampling
+from mmfr.generate.role import as_role, ModelRole
 from mmfr.models import require_model
 
 log = logging.getLogger(__name__)
@@ -74,55 +74,54 @@ def _error(request: Request, key: str, e: Exception) -> Response:
                     finish_reason="error", error=f"{type(e).__name__}: {e}")
 
 
-def is_multimodal(spec: dict) -> bool:
+def is_multimodal(role: ModelRole) -> bool:
     """Does the model take images? From its Hugging Face config (a ``vision_config``), read from the
     local cache or directory; vLLM refuses ``limit_mm_per_prompt`` for a text-only model."""
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(spec["model"], revision=spec.get("revision"),
-                                     trust_remote_code=bool(spec.get("trust_remote_code", False)))
+    cfg = AutoConfig.from_pretrained(role.model, revision=role.revision,
+                                     trust_remote_code=bool(role.option("trust_remote_code", False)))
     return any(getattr(cfg, name, None) is not None for name in ("vision_config", "visual", "vision_tower"))
 
 
-def engine_kwargs(spec: dict) -> dict:
-    """The ``vllm.LLM`` arguments for a model block. ``max_images`` caps images per prompt for an
+def engine_kwargs(role: ModelRole) -> dict:
+    """The ``vllm.LLM`` arguments for a role. ``max_images`` caps images per prompt for an
     image-text model (default 1); a text-only model (``max_images: 0``, or no vision part in its
     config) gets no multimodal limit at all."""
-    kwargs = {"model": spec["model"], "revision": spec.get("revision"),
-              "tensor_parallel_size": int(spec.get("tensor_parallel_size", 1)),
-              "max_model_len": spec.get("max_model_len"), "dtype": spec.get("dtype", "auto"),
-              "gpu_memory_utilization": float(spec.get("gpu_memory_utilization", 0.9)),
-              "seed": int(spec.get("seed", 0))}
-    images = spec.get("max_images")
+    kwargs = {"model": role.model, "revision": role.revision, "tensor_parallel_size": role.tensor_parallel_size,
+              "max_model_len": role.option("max_model_len"), "dtype": role.option("dtype", "auto"),
+              "gpu_memory_utilization": float(role.option("gpu_memory_utilization", 0.9)),
+              "seed": int(role.option("seed", 0))}
+    images = role.option("max_images")
     if images is None:
-        images = 1 if is_multimodal(spec) else 0
+        images = 1 if is_multimodal(role) else 0
     if int(images) > 0:
         kwargs["limit_mm_per_prompt"] = {"image": int(images)}
     return kwargs
 
 
 class VLLMBackend:
-    """Generation with ``vllm.LLM.chat``. ``spec``: ``{model, revision, tensor_parallel_size [1],
-    max_model_len [model's], gpu_memory_utilization [0.9], dtype ["auto"], max_images [1 for an
-    image-text model, 0 for a text-only one], seed [0],
-    chunk_size [1024], sampling: {temperature, top_p, top_k, max_new_tokens, repetition_penalty}}``."""
+    """Generation with ``vllm.LLM.chat``: the role's model, revision, ``tensor_parallel_size`` and
+    sampling; options ``max_model_len`` [model's], ``gpu_memory_utilization`` [0.9], ``dtype``
+    ["auto"], ``max_images`` [1 for an image-text model, 0 for a text-only one], ``seed`` [0],
+    ``chunk_size`` [1024]."""
 
     name = "vllm"
 
-    def __init__(self, spec: dict, config_key: str | None = None, **kwargs):
-        """Start the engine now. ``config_key`` names the config block of ``spec`` (``models.trace``)
-        for the error when its model is a local path that does not exist; other kwargs are unused."""
-
-        require_model(spec["model"], f"{config_key}.model" if config_key else None)
+    def __init__(self, role: ModelRole | dict):
+        """Start the engine now (a local model path that does not exist is an error naming the
+        role's config key)."""
+        role = as_role(role, self.name)
+        require_model(role.model, role.config_key("model"))
         try:
             from vllm import LLM
         except ImportError as e:
             raise ImportError("the vllm backend needs the `vllm` package, which cannot share an environment with "
                               "the CPU training stack: run this rule in the envs/vllm.yaml environment "
                               "(snakemake --use-conda)") from e
-        self.sampling = resolve_sampling(spec)
-        self.chunk_size = int(spec.get("chunk_size", 1024))
-        self.llm = LLM(**engine_kwargs(spec))
+        self.sampling = role.resolved_sampling()
+        self.chunk_size = int(role.option("chunk_size", 1024))
+        self.llm = LLM(**engine_kwargs(role))
 
     def close(self) -> None:
         """Free the GPUs so that the same process can load another model."""
