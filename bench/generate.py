@@ -82,8 +82,7 @@ def bench_transformers(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if not model:
-            from mmfr.checkpoints import demo_corpus
-            from mmfr.models import build_tiny_model
+            from mmfr.demo.models import build_tiny_model, demo_corpus
 
             model = os.path.join(tmp, "tiny")
             print("building the demo's tiny model ...", file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""Tokenizers and models: tiny random Qwen3-VL students, the real Qwen tokenizer, loaders.
+"""Tokenizers and models: the real Qwen tokenizer, token counts, and loaders (the demo's tiny
+students are built by ``mmfr.demo.models``).
 
 Everything here works offline and without torchvision. ``AutoProcessor`` cannot build a Qwen3-VL
 processor without torchvision (its video processor needs it), so ``load_processor`` assembles it
@@ -27,16 +28,8 @@ QWEN_FIRST_ADDED_ID = 151643
 QWEN_PRETOKENIZE = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
                     r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
-TINY_ARCH = {
-    "hidden_size": 64, "intermediate_size": 128, "text_layers": 2, "heads": 4, "kv_heads": 2, "head_dim": 16,
-    "vision_depth": 2, "vision_heads": 4, "vision_positions": 256, "patch_size": 16, "spatial_merge_size": 2,
-    "temporal_patch_size": 2, "vocab_size": 1024, "max_position_embeddings": 4096, "rope_theta": 5e6,
-    "mrope_section": [4, 2, 2],  # must sum to head_dim / 2
-    "max_pixels": 128 * 128, "min_pixels": 32 * 32 * 4,
-}
 
-
-def _qwen2_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], model_max_length: int):
+def qwen2_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], model_max_length: int):
     """A Qwen2Tokenizer with the Qwen3-VL added tokens appended after ``vocab``, eos ``<|im_end|>``."""
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
@@ -50,36 +43,6 @@ def _qwen2_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], model
     if ids != list(range(len(vocab), len(vocab) + len(QWEN_ADDED_TOKENS))):
         raise RuntimeError(f"added tokens got ids {ids}, expected them right after the {len(vocab)} base tokens")
     return tok
-
-
-def _train_student_tokenizer(corpus: list[str], vocab_size: int):
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    n_base = vocab_size - len(QWEN_ADDED_TOKENS)
-    if n_base <= 256:
-        raise ValueError(f"vocab_size {vocab_size} leaves no room for merges (256 bytes + "
-                         f"{len(QWEN_ADDED_TOKENS)} added tokens)")
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE), "isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    trainer = trainers.BpeTrainer(vocab_size=n_base, show_progress=False, special_tokens=[],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(corpus, trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return _qwen2_tokenizer(model["vocab"], merges, model_max_length=TINY_ARCH["max_position_embeddings"])
-
-
-def build_student_tokenizer(out_dir: str, corpus: list[str], vocab_size: int = 1024) -> None:
-    """Train a small byte-level BPE on ``corpus`` and save it as a Qwen2Tokenizer with the Qwen3-VL
-    added tokens, so that ``AutoTokenizer.from_pretrained(out_dir)`` loads it offline.
-
-    ``vocab_size`` counts the added tokens; a small corpus may yield fewer merges. Deterministic:
-    the same corpus gives a byte-identical ``tokenizer.json``.
-    """
-    _train_student_tokenizer(corpus, vocab_size).save_pretrained(out_dir)
 
 
 def build_qwen_tokenizer(out_dir: str) -> None:
@@ -111,7 +74,7 @@ def build_qwen_tokenizer(out_dir: str) -> None:
         merges.extend((rank, a, b) for a, b in splits)
     merges.sort(key=lambda m: m[0])
     vocab = {unicode(t): r for t, r in ranks.items()}
-    tok = _qwen2_tokenizer(vocab, [(unicode(a), unicode(b)) for _, a, b in merges], model_max_length=262144)
+    tok = qwen2_tokenizer(vocab, [(unicode(a), unicode(b)) for _, a, b in merges], model_max_length=262144)
     tok.save_pretrained(out_dir)
 
 
@@ -141,17 +104,7 @@ def _patch_no_torchvision() -> None:
         transformers.VideoProcessorMixin = vpu.VideoProcessorMixin
 
 
-def _image_processor(arch: dict):
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    return Qwen2VLImageProcessorPil(
-        patch_size=arch["patch_size"], merge_size=arch["spatial_merge_size"],
-        temporal_patch_size=arch["temporal_patch_size"],
-        size={"shortest_edge": arch["min_pixels"], "longest_edge": arch["max_pixels"]},
-        image_mean=[0.5] * 3, image_std=[0.5] * 3)
-
-
-def _processor(tokenizer, image_processor, chat_template: str):
+def assemble_processor(tokenizer, image_processor, chat_template: str):
     _patch_no_torchvision()
     from transformers import Qwen3VLProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
@@ -161,51 +114,6 @@ def _processor(tokenizer, image_processor, chat_template: str):
                                   temporal_patch_size=image_processor.temporal_patch_size)
     return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video,
                             chat_template=chat_template)
-
-
-def build_tiny_model(out_dir: str, arch: dict, corpus: list[str], seed: int) -> None:
-    """Save a randomly initialised Qwen3-VL built from ``arch`` (see ``TINY_ARCH`` for keys and
-    defaults), with a BPE tokenizer trained on ``corpus``, the PIL image processor and the Qwen3-VL
-    chat template, so that ``load_model``/``load_processor`` (and ``AutoModelForImageTextToText``)
-    load it offline. Weights are drawn after ``torch.manual_seed(seed)``; the output is byte-identical
-    for the same inputs."""
-    import torch
-    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from trl.chat_template_utils import qwen3_vl_chat_template
-
-    unknown = sorted(set(arch) - set(TINY_ARCH))
-    if unknown:
-        raise ValueError(f"unknown arch keys {unknown} (known: {sorted(TINY_ARCH)})")
-    a = {**TINY_ARCH, **arch}
-    if 2 * sum(a["mrope_section"]) != a["head_dim"]:
-        raise ValueError(f"arch mrope_section {a['mrope_section']} must sum to head_dim / 2 = {a['head_dim'] // 2}")
-    tok = _train_student_tokenizer(corpus, a["vocab_size"])
-    ids = dict(zip(QWEN_ADDED_TOKENS, tok.convert_tokens_to_ids(QWEN_ADDED_TOKENS)))
-    h = a["hidden_size"]
-    config = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=a["vocab_size"], hidden_size=h, intermediate_size=a["intermediate_size"],
-            num_hidden_layers=a["text_layers"], num_attention_heads=a["heads"], num_key_value_heads=a["kv_heads"],
-            head_dim=a["head_dim"], max_position_embeddings=a["max_position_embeddings"], tie_word_embeddings=True,
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-            rope_parameters=dict(rope_type="default", rope_theta=a["rope_theta"], mrope_section=a["mrope_section"],
-                                 mrope_interleaved=True)),
-        vision_config=dict(
-            depth=a["vision_depth"], hidden_size=h, intermediate_size=a["intermediate_size"],
-            num_heads=a["vision_heads"], patch_size=a["patch_size"], spatial_merge_size=a["spatial_merge_size"],
-            temporal_patch_size=a["temporal_patch_size"], out_hidden_size=h,
-            num_position_embeddings=a["vision_positions"],
-            deepstack_visual_indexes=list(range(min(a["vision_depth"], a["text_layers"])))),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"],
-        bos_token_id=ids["<|endoftext|>"])
-    model.save_pretrained(out_dir)
-    _processor(tok, _image_processor(a), qwen3_vl_chat_template).save_pretrained(out_dir)
 
 
 LOCAL_PREFIXES = ("/", "./", "../", "~", "models/")
@@ -260,7 +168,7 @@ def load_processor(path: str, revision: str | None = None, key: str | None = Non
         template = tok.chat_template
     else:
         raise FileNotFoundError(f"no chat template in {local} (chat_template.jinja, chat_template.json or tokenizer)")
-    return _processor(tok, image_processor, template)
+    return assemble_processor(tok, image_processor, template)
 
 
 def load_model(path: str, revision: str | None = None, device: str = "cpu", dtype: str = "auto",

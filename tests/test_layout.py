@@ -127,6 +127,15 @@ def test_no_stage_imports_a_later_stage_and_no_lower_layer_imports_a_stage():
     assert not upward, upward
 
 
+def test_production_reaches_the_demo_only_through_its_registries():
+    """No module outside mmfr.demo imports it: the backend registry, sources.GENERATOR and
+    checkpoints.BUILDER name it by string."""
+    edges, _ = graph()
+    found = [f"{a} imports {b}" for a, bs in edges.items() if not a.startswith("mmfr.demo")
+             for b in bs if b.startswith("mmfr.demo")]
+    assert not found, found
+
+
 @pytest.mark.parametrize("module", ["mmfr.answers"])
 def test_the_bottom_layer_imports_no_other_mmfr_module(module):
     edges, _ = graph()

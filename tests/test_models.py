@@ -15,8 +15,9 @@ import pytest  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from mmfr.generate import Journal, ModelRole, Request, generate, request_key  # noqa: E402
+from mmfr.demo.models import build_student_tokenizer, build_tiny_model  # noqa: E402
 from mmfr.models import (QWEN_ADDED_TOKENS, QWEN_FIRST_ADDED_ID, build_qwen_tokenizer,  # noqa: E402
-                         build_student_tokenizer, build_tiny_model, count_tokens, load_model, load_processor)
+                         count_tokens, load_model, load_processor)
 from mmfr.prompts import student_messages  # noqa: E402
 from mmfr.schema import schema_with, write_table  # noqa: E402
 
