@@ -118,3 +118,11 @@ def test_rl_draw_is_per_sample_and_stable():
     more = ids + [f"new{i}" for i in range(5000)]
     assert [i for i in more if in_rl(7, i, 0.1)][: len(drawn)] == drawn
     assert drawn != [i for i in ids if in_rl(8, i, 0.1)]  # another seed, another draw
+
+
+def test_the_schema_types_every_training_setting_the_trainers_know():
+    from mmfr.train import GSPO_DEFAULTS, SFT_DEFAULTS
+
+    schema = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())["properties"]["train"]["properties"]
+    assert set(schema["sft"]["properties"]) == set(SFT_DEFAULTS)
+    assert set(schema["gspo"]["properties"]) == set(GSPO_DEFAULTS)
