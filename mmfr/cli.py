@@ -74,10 +74,14 @@ def snakemake_summary(target: str | None, profile: str | None, configfiles: list
     return proc.stdout
 
 
-def audit(target: str, configfiles: list[str] | None, check_code: bool, snakefile: str | None = None) -> int:
-    """Print the audit of ``target``; exit status 1 when anything does not match."""
-    from mmfr.audit import audit as run, params_changed, report
+def audit(target: str, configfiles: list[str] | None, check_code: bool, snakefile: str | None = None,
+          show_chain: bool = False) -> int:
+    """Print the audit of ``target`` (after its chain, with ``show_chain``); exit status 1 when
+    anything does not match."""
+    from mmfr.audit import audit as run, chain, params_changed, report
 
+    if show_chain:
+        print("\n".join(chain(target)) + "\n")
     changed = params_changed(snakemake_summary(None, None, configfiles, snakefile)) if configfiles else set()
     walked, findings = run(target, changed, check_code)
     print(report(target, walked, findings))
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("target", help="an artifact path, e.g. data/subsets/mfr123k or results/summary.duckdb")
     p.add_argument("--configfile", nargs="+", help="also ask Snakemake which artifacts' params changed")
     p.add_argument("--no-code", action="store_true", help="do not report artifacts built by other code")
+    p.add_argument("--chain", action="store_true", help="first print the lineage: each artifact's rule, models, "
+                                                        "the journals of responses it read and the jobs that made them")
     p.add_argument("--snakefile", help="the workflow's Snakefile, when the build directory is not the repo "
                                        "(then give config.yaml first in --configfile)")
     p = sub.add_parser("clean", help="delete what one target's graph builds (outputs, logs, provenance, journals)")
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "clean":
         return clean(args.target, args.profile, args.configfile, args.dry_run, args.snakefile)
     if args.command == "audit":
-        sys.exit(audit(args.target, args.configfile, not args.no_code, args.snakefile))
+        sys.exit(audit(args.target, args.configfile, not args.no_code, args.snakefile, args.chain))
     if args.command == "show":
         show(args.summary)
     elif args.command == "plan":
