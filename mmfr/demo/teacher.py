@@ -59,7 +59,6 @@ class ScriptedBackend:
 
 
 def caption(metadata: dict) -> str:
-
     d = synth.describe(metadata)
     parts = [f"Category: {d['category']}", f"Summary: {d['summary']}"]
     for title, key in (("Components", "components"), ("Interactions", "interactions"),

@@ -142,7 +142,6 @@ def solution(metadata: dict) -> dict:
     ``{"facts", "setup", "steps", "check", "answer"}``; ``answer`` equals the record's answer.
     A question written from labelled boxes (``grounded_mcq``) is solved from its facts."""
     if "lgt_kind" in metadata:
-
         return grounded.solve(metadata)
     return _module(metadata).solve(metadata)
 
@@ -151,6 +150,5 @@ def describe(metadata: dict) -> dict:
     """A structured caption of the scene for the scripted captioner: ``{"category", "summary",
     "components", "interactions", "implicit", "ambiguities"}``."""
     if "lgt_kind" in metadata:
-
         return grounded.describe(metadata)
     return _module(metadata).describe(metadata["program"])
