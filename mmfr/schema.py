@@ -62,6 +62,9 @@ def schema_with(extra: list[tuple[str, pa.DataType]] = ()) -> pa.Schema:
 
 
 RECORD = schema_with()
+# subset: the record with its caption, verified trace and pass rate (a released dataset's columns)
+SUBSET = schema_with([("caption", pa.string()), ("response", pa.string()), ("verdict", pa.string()),
+                      ("decided_by", pa.string()), ("cot_tokens", pa.int64()), ("pass_rate", pa.float64())])
 
 
 def sample_id(source: str, original_id: str, question: str, image_sha256: str) -> str:

@@ -13,15 +13,12 @@ import logging
 import os
 
 import duckdb
-import pyarrow as pa
 
 from mmfr import schema
+from mmfr.schema import SUBSET
 
 log = logging.getLogger(__name__)
 
-EXTRA = [("caption", pa.string()), ("response", pa.string()), ("verdict", pa.string()),
-         ("decided_by", pa.string()), ("cot_tokens", pa.int64()), ("pass_rate", pa.float64())]
-SUBSET = schema.schema_with(EXTRA)
 _SCALE = 2**60
 
 
