@@ -35,6 +35,11 @@ class AdapterError(ValueError):
     """A source's records do not have the columns its adapter needs."""
 
 
+class RecordError(AdapterError):
+    """One record cannot be read (no gold answer, a gold naming no option): it is set aside with
+    this reason, and the rest of the source goes on."""
+
+
 def adapt(rec: dict, spec: dict, index: int) -> list[dict]:
     """RAW rows of one record (several for a multi-turn FineVision row), by ``spec["adapter"]``."""
     name = spec.get("adapter", "generic")

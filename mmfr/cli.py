@@ -103,6 +103,31 @@ def clean(target: str, profile: str | None, configfiles: list[str] | None, dry_r
     print(f"{len(files)} files and folders {'to delete' if dry_run else 'deleted'}")
 
 
+def score(records: str, benchmark: str, configfiles: list[str], out: str, judge: bool) -> int:
+    from mmfr.benchmarks import PROTOCOLS
+    from mmfr.evaluate import rescore
+    from mmfr.plan import load_config
+
+    config = load_config(configfiles) if all(os.path.exists(p) for p in configfiles) else {}
+    specs = {b["name"]: b for b in config.get("benchmarks") or []}
+    if benchmark not in specs and benchmark not in PROTOCOLS:
+        print(f"mmfr score: no benchmark {benchmark!r} in {', '.join(configfiles)} and no protocol of that name; "
+              f"benchmarks: {', '.join(sorted(specs)) or 'none'}; protocols: {', '.join(sorted(PROTOCOLS))}",
+              file=sys.stderr)
+        return 2
+    spec = specs.get(benchmark) or {"name": benchmark, "protocol": benchmark}
+    model = (config.get("evaluate") or {}).get("judge") if judge else None
+    if judge and not model:
+        print("mmfr score: --judge needs evaluate.judge in the config", file=sys.stderr)
+        return 2
+    counts = rescore(records, spec, out, model, int(config.get("seed", 0)))
+    print(f"accuracy: {counts['correct']}/{counts['lines']}")
+    if counts["units"] != counts["lines"] - counts["unreadable"]:
+        print(f"worst-case: {counts['units_correct']}/{counts['units']}")
+    print("undecided: {undecided}, judge_error: {judge_error}, unreadable: {unreadable}".format(**counts))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mmfr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,7 +151,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configfile", nargs="+", help="config.yaml, then overlays (as the build was given)")
     p.add_argument("-n", "--dry-run", action="store_true", help="list what would be deleted")
     p.add_argument("--snakefile", help="the workflow's Snakefile, when the build directory is not the repo")
+    p = sub.add_parser("score", help="score a model's outputs on a benchmark, as the pipeline's evaluation does")
+    p.add_argument("records", help="JSONL: a record in the benchmark's published layout plus `response` per line")
+    p.add_argument("--benchmark", required=True, help="a benchmark of the config, or a protocol's name")
+    p.add_argument("--configfile", nargs="+", default=["config.yaml"], help="config.yaml, then overlays")
+    p.add_argument("--out", required=True, help="JSONL: id, extracted, verdict, decided_by, correct per line")
+    p.add_argument("--judge", action="store_true", help="also ask the config's evaluate.judge about what the "
+                                                        "rules call wrong or cannot decide")
     args = parser.parse_args(argv)
+    if args.command == "score":
+        sys.exit(score(args.records, args.benchmark, args.configfile, args.out, args.judge))
     if args.command == "clean":
         return clean(args.target, args.profile, args.configfile, args.dry_run, args.snakefile)
     if args.command == "audit":

@@ -31,6 +31,9 @@ def rule_gpus(config: dict) -> dict[str, int]:
     gpus = {f"{stage}_generate": n for stage, n in generated.items()}
     for stage, spec in GROUPED_STAGES.items():
         gpus[spec.shard_rule] = 0 if is_grouped(config, stage) else generated[stage]
+    judge = config["evaluate"].get("judge") or {}
+    if judge.get("backend") == "vllm":  # the benchmark's evaluate job runs the answer judge itself
+        gpus["evaluate"] = max(gpus["evaluate"], int(judge.get("tensor_parallel_size", 1)))
     train = int(config["train"].get("gpus", 0))
     return {**gpus, "trace": model_gpus(config, "trace"), "expand": model_gpus(config, "expand"),
             "pass_rate": model_gpus(config, "proxy"), "sft": train, "gspo": train, "base_model": 0}

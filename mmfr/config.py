@@ -186,6 +186,8 @@ def check_config(config: dict) -> None:
                               "and expand")
     # evaluation's block runs each checkpoint in turn: checked with a stand-in for the model
     _check_role({**config["evaluate"]["generation"], "model": "<checkpoint>"}, "evaluate.generation")
+    if config["evaluate"].get("judge"):
+        _check_role(config["evaluate"]["judge"], "evaluate.judge")
     for i, sub in enumerate(config["subsets"]):
         where = sub.get("where", "true")
         if ";" in where:

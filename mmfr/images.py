@@ -92,3 +92,29 @@ def sha256(data: bytes) -> str:
 def decode(data: bytes) -> Image.Image:
     """Decode normalised bytes (already checked by ``normalise``) into an RGB PIL image."""
     return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def stack(blobs: list[bytes], gap: int = 8) -> bytes:
+    """Several images as one PNG, top to bottom on white with a ``gap`` between them (how a
+    multi-image benchmark item reaches a model that takes one image); one image comes back as it is.
+    An image that cannot be decoded is left out; nothing decodable gives b""."""
+    blobs = [b for b in blobs if b]
+    if len(blobs) <= 1:
+        return blobs[0] if blobs else b""
+    images = []
+    for data in blobs:
+        try:
+            images.append(decode(data).convert("RGB"))
+        except Exception:  # one bad image of several: keep the rest
+            continue
+    if not images:
+        return b""
+    width = max(im.width for im in images)
+    canvas = Image.new("RGB", (width, sum(im.height for im in images) + gap * (len(images) - 1)), "white")
+    y = 0
+    for im in images:
+        canvas.paste(im, (0, y))
+        y += im.height + gap
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()

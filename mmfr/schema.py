@@ -195,4 +195,5 @@ PASS_RATES = pa.schema([("id", pa.string()), ("source", pa.string()), ("k", pa.i
 ITEMS = pa.schema([("id", pa.string()), ("benchmark", pa.string()), ("category", pa.string()),
                    ("answer", pa.string()), ("response", pa.string()), ("finish_reason", pa.string()),
                    ("extracted", pa.string()), ("extract_method", pa.string()), ("verdict", pa.string()),
-                   ("decided_by", pa.string()), ("correct", pa.bool_())])
+                   ("decided_by", pa.string()), ("correct", pa.bool_()),
+                   ("group", pa.string())])  # the unit a worst-case score counts (DynaMath's seed question), else id

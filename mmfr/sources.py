@@ -65,19 +65,32 @@ def download(spec: dict, out_path: str, manifest_path: str, images_dir: str, see
 
 
 def hf_download(spec: dict, out_path: str, images_dir: str) -> dict:
+    """One Hub dataset split to parquet, images left encoded. A list of configs (MMMU's subjects)
+    or of splits (DynaMath's variants) is read part by part into one table, each row naming its
+    part in ``_config`` / ``_split``."""
     import datasets
 
     where = f"sources.{spec['name']}"
     if not spec.get("revision") and not os.path.isdir(spec["hf_id"]):
         log.warning("%s.revision is not pinned: downloading the current main of %s", where, spec["hf_id"])
-    ds = datasets.load_dataset(spec["hf_id"], spec.get("config"), split=spec.get("split", "train"),
-                               revision=spec.get("revision"), data_files=spec.get("data_files"))
-    ds = ds.cast(_undecoded(ds.features))
+    configs, splits = spec.get("config"), spec.get("split", "train")
+    parts = []
+    for config in configs if isinstance(configs, list) else [configs]:
+        for split in splits if isinstance(splits, list) else [splits]:
+            ds = datasets.load_dataset(spec["hf_id"], config, split=split, revision=spec.get("revision"),
+                                       data_files=spec.get("data_files"))
+            ds = ds.cast(_undecoded(ds.features))
+            if isinstance(configs, list):
+                ds = ds.add_column("_config", [config] * ds.num_rows)
+            if isinstance(splits, list):
+                ds = ds.add_column("_split", [split] * ds.num_rows)
+            parts.append(ds)
+    ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     ds.to_parquet(out_path)
     archives = [_fetch_file(spec, name) for name in spec.get("image_archives") or []]
     if archives:
         unpack(archives, images_dir)
-    return {"hf_id": spec["hf_id"], "config": spec.get("config"), "split": spec.get("split", "train"),
+    return {"hf_id": spec["hf_id"], "config": configs, "split": splits,
             "revision": spec.get("revision"), "resolved_revision": _resolved_revision(spec),
             "fingerprint": ds._fingerprint, "rows": ds.num_rows, "columns": ds.column_names,
             "image_archives": spec.get("image_archives") or [], "datasets": datasets.__version__}
@@ -149,6 +162,8 @@ class ImagePolicy:
 def to_canonical(row: dict, source: str, license: str, policy: ImagePolicy,
                  exclusions: Exclusions = Exclusions(), config: str | None = None) -> dict:
     """One RAW row → one canonical record, or ``Reject`` with the category and reason."""
+    if row.get("unreadable"):
+        raise Reject("unreadable", row["unreadable"])
     if hit := exclusions.origin_match(row.get("origin"), config):
         raise Reject("excluded_origin", f"{hit} (origin {row.get('origin') or config})", "excluded")
     question = _text(row.get("question"), "question")
@@ -213,8 +228,10 @@ def _text(value, field: str) -> str:
     return str(value)
 
 
-def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_size: int = 256):
-    """Stream a downloaded source through its adapter: yields RAW rows, a batch of records at a time."""
+def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_size: int = 256,
+             adapt=adapters.adapt):
+    """Stream a downloaded source through its adapter: yields RAW rows, a batch of records at a time.
+    ``adapt``: another reader of records (a benchmark's protocol)."""
 
     default = {"synthetic_detection": "grounded_mcq"}.get(spec.get("kind"),
                                                            "raw" if spec.get("kind") in SYNTHETIC_KINDS else "generic")
@@ -222,7 +239,10 @@ def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_siz
     index = 0
     for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=batch_size):
         for rec in batch.to_pylist():
-            yield from adapters.adapt(rec, spec, index)
+            try:
+                yield from adapt(rec, spec, index)
+            except adapters.RecordError as e:
+                yield {"original_id": str(index), "unreadable": str(e)}
             index += 1
 
 
@@ -254,7 +274,8 @@ class ShardWriter:
 
 
 def standardise(raw_path: str, spec: dict, shard_paths: list[str], dropped_path: str, counts_path: str | None,
-                policy: ImagePolicy, exclusions: Exclusions = Exclusions(), images_dir: str | None = None) -> dict:
+                policy: ImagePolicy, exclusions: Exclusions = Exclusions(), images_dir: str | None = None,
+                adapt=adapters.adapt) -> dict:
     """A downloaded source → canonical records hash-sharded over ``shard_paths``, streamed.
 
     Every row the source's adapter yields is either kept or written to ``dropped_path`` with its
@@ -265,7 +286,7 @@ def standardise(raw_path: str, spec: dict, shard_paths: list[str], dropped_path:
     writers = [ShardWriter(p, schema.RECORD) for p in shard_paths]
     dropped, seen, raw = [], set(), 0
     try:
-        for row in raw_rows(raw_path, spec, images_dir):
+        for row in raw_rows(raw_path, spec, images_dir, adapt=adapt):
             raw += 1
             try:
                 rec = to_canonical(row, source, license, policy, exclusions, spec.get("config"))

@@ -132,17 +132,25 @@ def _accounting(con, counts_paths: list[str], dropped: str, records: str) -> Non
 
 
 def _scores(con, items: list[str]) -> None:
+    """Score per benchmark (and category) and model: the share of right units, a unit being an item
+    or, for a worst-case benchmark, a group of variants (ITEMS.group); with how many items the
+    judge decided and how many nobody could (undecided, judge_error)."""
     con.execute("CREATE TABLE scores (model VARCHAR, subset VARCHAR, size VARCHAR, stage VARCHAR, "
-                "benchmark VARCHAR, category VARCHAR, accuracy DOUBLE, n BIGINT)")
+                "benchmark VARCHAR, category VARCHAR, accuracy DOUBLE, n BIGINT, judged BIGINT, undecided BIGINT)")
     for path in items:
         model = os.path.dirname(path).removeprefix("results/scores/")
         parts = model.split("/")
         subset, size, stage = (None, parts[1], "base") if parts[0] == "base" else parts
         rows = con.execute(
-            f"SELECT benchmark, category, 100 * avg(correct::INT), count(*) FROM read_parquet('{path}') "
-            "GROUP BY GROUPING SETS ((benchmark, category), (benchmark)) ORDER BY ALL").fetchall()
-        con.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(model, subset, size, stage, b, c if c is not None else "(all)", a, n) for b, c, a, n in rows])
+            f"""WITH units AS (SELECT benchmark, category, "group", bool_and(correct) AS ok,
+                                      count_if(decided_by = 'judge') AS judged,
+                                      count_if(verdict IN ('undecided', 'judge_error')) AS undecided
+                               FROM read_parquet('{path}') GROUP BY ALL)
+                SELECT benchmark, category, 100 * avg(ok::INT), count(*), sum(judged), sum(undecided) FROM units
+                GROUP BY GROUPING SETS ((benchmark, category), (benchmark)) ORDER BY ALL""").fetchall()
+        con.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(model, subset, size, stage, b, c if c is not None else "(all)", a, n, j, u)
+                         for b, c, a, n, j, u in rows])
 
 
 def _training(con, model_dirs: list[str]) -> None:

@@ -50,7 +50,7 @@ for _group, _model in eval_groups().items():
             "../envs/vllm.yaml"
         threads: 2
         params:
-            names=list(BENCHMARKS),
+            specs=list(BENCHMARKS.values()),
             generation=config["evaluate"]["generation"],
             seed=SEED,
         script:
@@ -62,6 +62,7 @@ rule evaluate:
         model=eval_model_dir,
         bench=rules.prepare_benchmark.output.bench,
         after=evaluated,
+        judge=workflow_models(config["evaluate"].get("judge")),
     output:
         "results/scores/{model}/{bench}.parquet",
     log:
@@ -70,8 +71,10 @@ rule evaluate:
         "../envs/vllm.yaml"
     threads: 2
     params:
+        spec=benchmark_spec,
         generation=config["evaluate"]["generation"],
         score_truncated=config["evaluate"]["score_truncated"],
+        judge=config["evaluate"].get("judge"),
         seed=SEED,
     script:
         "../scripts/evaluate.py"
@@ -87,6 +90,7 @@ rule score_table:
     conda:
         "../envs/data.yaml"
     params:
+        specs=BENCHMARKS,
         paper=paper_scores,
     script:
         "../scripts/score_table.py"

@@ -3,6 +3,6 @@ from mmfr.snake import marker_journals, step, write_markers
 
 with step(snakemake) as s:
     model = {**s.params.generation, "model": s.input.model}
-    counts = answer_group(list(s.input.benches), list(s.params.names), marker_journals(s.output.markers), model,
+    counts = answer_group(list(s.input.benches), list(s.params.specs), marker_journals(s.output.markers), model,
                           s.params.seed)
     write_markers(s.output.markers, counts)

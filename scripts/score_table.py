@@ -3,4 +3,4 @@ from mmfr.snake import step
 
 with step(snakemake) as s:
     items = {stage: list(s.input[stage]) for stage in ("base", "sft", "gspo")}
-    score_table(items, s.output[0], s.params.paper)
+    score_table(items, s.output[0], s.params.specs, s.params.paper)

@@ -154,13 +154,16 @@ def test_an_evaluation_job_loads_the_model_once_for_every_benchmark(shards, monk
     _, paths = shards
     student = {"backend": "openai", "model": "test-student", "revision": "r1"}
     names = [f"bench{i}" for i in range(len(paths))]
+    specs = [{"name": n} for n in names]
     grouped = [str(tmp_path / f"{n}.jsonl") for n in names]
-    counts = answer_group([str(p) for p in paths], names, grouped, student, 7)
+    counts = answer_group([str(p) for p in paths], specs, grouped, student, 7)
     assert counts == {"parts": 3, "requests": 30, "finish_reason": {"stop": 30}} and made == ["test-student"]
-    scores = [evaluate(str(p), n, str(tmp_path / f"{n}.parquet"), student, 7, j) for p, n, j in zip(paths, names, grouped)]
+    scores = [evaluate(str(p), s, str(tmp_path / f"{s['name']}.parquet"), student, 7, j)
+              for p, s, j in zip(paths, specs, grouped)]
     assert made == ["test-student"] and len(student_model.asked) == 30  # scored from the journals
-    for p, n, score in zip(paths, names, scores):  # as a job that answers its one benchmark itself
+    for p, s, score in zip(paths, specs, scores):  # as a job that answers its one benchmark itself
+        n = s["name"]
         alone = tmp_path / "alone" / f"{n}.parquet"
-        assert evaluate(str(p), n, str(alone), student, 7, str(tmp_path / "alone" / f"{n}.jsonl")) == score
+        assert evaluate(str(p), s, str(alone), student, 7, str(tmp_path / "alone" / f"{n}.jsonl")) == score
         assert alone.read_bytes() == (tmp_path / f"{n}.parquet").read_bytes()
     assert len(student_model.asked) == 60 and 0 < sum(scores) < 3

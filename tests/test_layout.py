@@ -111,7 +111,8 @@ def test_no_module_takes_another_s_private_name():
 
 # The stages in the order data flows through them; a stage may import an earlier one, never a later
 STAGES = ["mmfr.adapters", "mmfr.sources", "mmfr.dedup", "mmfr.clean", "mmfr.annotate", "mmfr.verify",
-          "mmfr.student", "mmfr.difficulty", "mmfr.subsets", "mmfr.rewards", "mmfr.train", "mmfr.evaluate",
+          "mmfr.student", "mmfr.difficulty", "mmfr.subsets", "mmfr.rewards", "mmfr.train", "mmfr.benchmarks.rules",
+          "mmfr.benchmarks.protocols", "mmfr.benchmarks", "mmfr.evaluate",
           "mmfr.summary", "mmfr.report"]
 # The layers under the stages: none of them imports a stage (config compiles subset filters, lazily)
 LOWER = {"mmfr.answers", "mmfr.schema", "mmfr.provenance", "mmfr.prompts", "mmfr.options", "mmfr.images",

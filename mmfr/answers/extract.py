@@ -1,5 +1,5 @@
-"""Reading the final answer out of a model's response: the ``<answer>`` tag, ``\\boxed{}``, an
-option letter, a last number."""
+"""Reading the final answer out of a model's response: the ``<answer>`` tag, ``\\boxed{}`` (several
+boxed answers side by side make a list), an "answer is X" phrase, an option letter, a bare answer."""
 
 from __future__ import annotations
 
@@ -29,25 +29,56 @@ def split_response(text: str) -> tuple[str | None, str | None]:
 
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BETWEEN_BOXES = re.compile(r"[\s$,;:.]*(?:(?:and|or|&|,)[\s$]*)?(?:\\(?:quad|qquad|,|;)\s*)*[\s$,;]*")
+
+
+def boxed_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every ``\\boxed{…}`` (or ``\\fbox{…}``) whose braces balance."""
+    spans = []
+    for m in _BOXED.finditer(text):
+        depth = 1
+        for j in range(m.end(), len(text)):
+            depth += (text[j] == "{") - (text[j] == "}")
+            if depth == 0:
+                spans.append((m.start(), j + 1, text[m.end():j].strip()))
+                break
+    return spans
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{…}`` (or ``\\fbox{…}``) whose braces balance."""
-    for start in reversed([m.end() for m in _BOXED.finditer(text)]):
-        depth = 1
-        for j in range(start, len(text)):
-            depth += (text[j] == "{") - (text[j] == "}")
-            if depth == 0:
-                return text[start:j].strip()
-    return None
+    """Content of the last ``\\boxed{…}`` whose braces balance."""
+    spans = boxed_spans(text)
+    return spans[-1][2] if spans else None
+
+
+def final_boxed(text: str) -> str | None:
+    """The last boxed answer, or the list of the last boxes standing side by side ("\\boxed{6} and
+    \\boxed{8}" → "6, 8"): boxes joined only by "and", commas or spacing belong together."""
+    spans = boxed_spans(text)
+    if not spans:
+        return None
+    group = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        if not _BETWEEN_BOXES.fullmatch(text[prev[1]:group[0][0]]):
+            break
+        group.insert(0, prev)
+    return ", ".join(s[2] for s in group if s[2]) or None
 
 
 FINAL_PREFIX = re.compile(r"^\s*(?:\*\*)?\s*the final answer is\s*:?\s*(?:\*\*)?\s*", re.I)
-_LETTER = r"\**\s*\(?([A-J])\)?\**"
+_PICK = r"(?:(?i:option|choice|image|figure|graph|picture|diagram|shape|statement|answer)\s*)?"
+_LETTER = rf"\**\s*{_PICK}\(?([A-J])\)?\**"
 _CHOICE_EXPLICIT = re.compile(
-    rf"(?i:\banswer|\bcorrect (?:option|choice))(?:\s+is)?\**\s*[:：]?\s*{_LETTER}(?![\w(])")
+    rf"(?i:\banswer|\bcorrect (?:option|choice|image|figure|one)|\bi (?:choose|pick|select))"
+    rf"(?:\s+(?:is|would be|should be))?\**\s*[:：]?\s*{_LETTER}(?![\w(])")
 _CHOICE_STANDALONE = re.compile(rf"\(([A-J])\)|^[ \t]*{_LETTER}[ \t]*(?:[.:)]|$)", re.M)
-_NUMBER = re.compile(r"(?:(?<![\w.)])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?")
+_ANSWER_IS = re.compile(
+    r"(?i:\b(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is|would be|should be|=)?\s*[:：]?)[ \t]*\**[ \t]*"
+    r"(?P<answer>[^\n]+?)[ \t]*\**[ \t]*\.?[ \t]*$", re.M)
+_LATEX_FRAC = r"-?\\[dt]?frac\s*\{\s*-?\d+(?:\.\d+)?\s*\}\s*\{\s*-?\d+(?:\.\d+)?\s*\}"
+_NUMBER = re.compile(
+    rf"{_LATEX_FRAC}|(?:(?<![\w.)])-)?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?")
+BARE_MAX_WORDS = 6  # a response this short, with no marker, is its own answer
 
 
 def choice_letter(text: str, choices: list[str]) -> str | None:
@@ -60,24 +91,63 @@ def choice_letter(text: str, choices: list[str]) -> str | None:
     return None
 
 
+def answer_is(text: str) -> str | None:
+    """X of the last "the answer is X" / "Answer: X" line, stripped of math delimiters' padding."""
+    found = [m["answer"].strip() for m in _ANSWER_IS.finditer(text)]
+    return found[-1].strip("*").strip() if found and found[-1].strip("*").strip() else None
+
+
+def final_number(text: str) -> str | None:
+    """The number of a last line of at most 25 words that holds exactly one ("So the total is 1,000
+    dollars.", "$-\\frac{10}{9}$"); None when the line is long or holds several numbers. A closing
+    question to the reader ("Anything else?") is not the last line."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    while len(lines) > 1 and lines[-1].strip().endswith("?"):
+        lines.pop()
+    if not lines or len(lines[-1].split()) > 25:
+        return None
+    numbers = _NUMBER.findall(lines[-1])
+    return numbers[0] if len(numbers) == 1 else None
+
+
 def extract_answer(text: str, answer_type: str, choices: list[str]) -> tuple[str | None, str]:
     """Extract the final answer from a response.
 
-    Order: content of the last <answer>…</answer> (if it holds a \\boxed{}, take the boxed content;
-    strip a leading 'The final answer is:'), else the last \\boxed{…} (balanced braces, nested ok),
-    else for answer_type 'choice' a standalone option letter (e.g. 'Answer: B', '(C)', 'B.'), else the
-    last number in the text. Returns (answer or None, method) with method in
-    {'answer_tag','boxed','choice_letter','last_number','none'}.
+    Order: content of the last <answer>…</answer> (its boxed answers if it holds any; a leading
+    'The final answer is:' stripped), else the last \\boxed{…} (side-by-side boxes make a list),
+    else for answer_type 'choice' an option letter ('Answer: B', 'the correct answer is Image C',
+    '(C)', 'B.'), else the X of a last "the answer is X", else a bare short response, else the one
+    number of a short last line. Only the text after the last </think> is read when there is one.
+    Returns (answer or None, method), method in {'answer_tag', 'boxed', 'choice_letter',
+    'answer_phrase', 'bare', 'last_number', 'none'}.
     """
     _, tagged = split_response(text)
     if tagged is not None:
-        tagged = last_boxed(tagged) or FINAL_PREFIX.sub("", tagged)
+        tagged = final_boxed(tagged) or FINAL_PREFIX.sub("", tagged)
         if tagged:
             return tagged, "answer_tag"
-    if boxed := last_boxed(text):
+    tail = text.rpartition("</think>")[2] if "</think>" in text else text
+    if boxed := final_boxed(tail):
         return boxed, "boxed"
-    if answer_type == "choice" and (letter := choice_letter(text, choices)):
+    if answer_type == "choice" and (letter := choice_letter(tail, choices)):
         return letter, "choice_letter"
-    if numbers := _NUMBER.findall(text):
-        return numbers[-1], "last_number"
+    if phrase := answer_is(tail):
+        return phrase, "answer_phrase"
+    if is_bare(tail):
+        return tail.strip().rstrip("."), "bare"
+    if number := final_number(tail):
+        return number, "last_number"
     return None, "none"
+
+
+_WORD = re.compile(r"(?<![\\A-Za-z])(?!and\b)[A-Za-z]{2,}")
+
+
+def is_bare(text: str) -> bool:
+    """A response that is only an answer: one line of at most two words, or a short formula with
+    no word of prose in it."""
+    text = text.strip()
+    if not text or "\n" in text:
+        return False
+    words = text.split()
+    return len(words) <= 2 or (len(words) <= BARE_MAX_WORDS and not _WORD.search(re.sub(r"\\[A-Za-z]+", "", text)))

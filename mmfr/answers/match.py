@@ -1,5 +1,8 @@
 """Whether two answers are the same: option letters and texts, numbers within a tolerance,
-math-verify for expressions, normalised text."""
+tuples, intervals, sets and lists element by element, math-verify for expressions, normalised text.
+
+The answer is True, False, or None where nothing could decide (math-verify ran out of time): an
+undecided comparison is never reported as a mismatch."""
 
 from __future__ import annotations
 
@@ -52,9 +55,22 @@ _UNIT_TAIL = re.compile(r"(?!(?:pi|sqrt|e|i)\b)[A-Za-zµΩ°][\w°²³/^{}·.\s-
 _NUMERIC_NOISE = re.compile(r"\\[,!;:]|\{,\}|\^\s*\{?\\circ\}?|\\circ|\\degree|°|\\?%")
 
 
+_NAME = re.compile(r"\s*(?:\\(?:angle|overline|widehat|triangle|measuredangle)\s*)?\{?[A-Za-z\u0370-\u03ff][\w'{}]*\}?"
+                   r"(?:\s*\([^()]*\))?\s*")
+
+
+def assigned_value(s: str) -> str:
+    """The right side of "x = 5", "AB = 5", "f(2) = 5" or "≈ 5"; an equation of expressions on both
+    sides ("a + 3z = 0") is left whole."""
+    left, eq, right = s.replace("≈", "=").rpartition("=")
+    return right if eq and (not left.strip() or _NAME.fullmatch(left.rpartition("=")[2])) else s
+
+
 def to_number(s: str) -> tuple[float, bool] | None:
     """(value, is_percent) of a plain numeric answer: commas, %, units, \\frac and a/b allowed."""
-    s = plain_text(s).replace("≈", "=").rpartition("=")[2]
+    s = assigned_value(plain_text(s))
+    if "=" in s:
+        return None
     percent = "%" in s
     s = _NUMERIC_NOISE.sub("", s.replace("\\ ", " ")).strip()
     if m := _FRACTION.fullmatch(s):
@@ -80,8 +96,13 @@ def numbers_close(p: tuple[float, bool], g: tuple[float, bool], tol: Tolerance) 
 _RISKY = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d{4,}|\d{3,}\s*!")
 
 
+class Undecided(Exception):
+    """math-verify ran out of time: the comparison decided nothing."""
+
+
 def math_verify(pred: str, gold: str) -> bool | None:
-    """math-verify equivalence of two LaTeX answers, or None where either side does not parse.
+    """math-verify equivalence of two LaTeX answers, or None where either side does not parse;
+    raises ``Undecided`` when parsing or comparing runs out of time.
 
     math-verify times out with signal.alarm, which works on the main thread only; elsewhere it runs
     without a timeout, so long or explosive inputs (power towers, huge factorials) are refused."""
@@ -89,22 +110,110 @@ def math_verify(pred: str, gold: str) -> bool | None:
     if not on_main and (len(pred) + len(gold) > UNGUARDED_MAX_CHARS or _RISKY.search(pred + gold)):
         return None
     from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
 
     timeout = MATH_VERIFY_TIMEOUT_S if on_main else None
     try:
-        gold_parsed = parse(f"${gold}$", parsing_timeout=timeout)
-        pred_parsed = parse(f"${pred}$", parsing_timeout=timeout)
+        gold_parsed = parse(f"${gold}$", parsing_timeout=timeout, raise_on_error=True)
+        pred_parsed = parse(f"${pred}$", parsing_timeout=timeout, raise_on_error=True)
         if not gold_parsed or not pred_parsed:
             return None
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout, raise_on_error=True))
+    except TimeoutException as e:
+        raise Undecided(f"math-verify ran out of time ({MATH_VERIFY_TIMEOUT_S} s)") from e
     except Exception:  # a parser bug on odd input must not stop the chain
         return None
+
+
+# --------------------------------------------------------------------------- lists
+
+_PAIRS = {"(": ")", "[": "]", "\\{": "\\}", "{": "}"}
+_LIST_SEP = re.compile(r"\s*(?:[,;]|\band\b)\s*")
+
+
+def _top_level(s: str) -> list[tuple[int, int]]:
+    """(start, end) of the separators of ``s`` outside any bracket."""
+    depth, seps = 0, []
+    i = 0
+    while i < len(s):
+        if s.startswith(("\\{", "\\}"), i):
+            depth += 1 if s[i + 1] == "{" else -1
+            i += 2
+            continue
+        c = s[i]
+        depth += (c in "([{") - (c in ")]}")
+        if depth == 0 and (m := _LIST_SEP.match(s, i)) and m.end() > i and (s[i] in ",;" or s[i].isspace()):
+            seps.append((i, m.end()))
+            i = m.end()
+            continue
+        i += 1
+    return seps
+
+
+def as_list(s: str) -> tuple[str, str, list[str]] | None:
+    """(open, close, items) of an answer holding several: "(1, 2)", "[0, 3)", "\\{1, 2\\}", "6 and 8",
+    "6, 8"; None for one answer (a number with thousands commas is one answer)."""
+    s = re.sub(r"\\(?:left|right)\s*(?=[(\[\]).]|\\[{}])", "", strip_math(s)).strip()
+    opener = next((o for o in ("\\{", "(", "[", "{") if s.startswith(o)), "")
+    close = s[-2:] if s.endswith("\\}") else s[-1:] if s[-1:] in ")]}" else ""
+    body = s
+    if opener and close and _encloses(s, len(opener), len(s) - len(close)):
+        body = s[len(opener):len(s) - len(close)]
+    else:
+        opener = close = ""
+        body = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)  # thousands commas: one number
+    seps = _top_level(body)
+    if not seps:
+        return None
+    bounds = [0, *[x for sep in seps for x in sep], len(body)]
+    items = [body[bounds[k]:bounds[k + 1]].strip() for k in range(0, len(bounds), 2)]
+    return (opener, close, items) if all(items) else None
+
+
+def _encloses(s: str, start: int, end: int) -> bool:
+    """Whether the brackets around s[start:end] belong together (depth stays above 0 inside)."""
+    depth = 0
+    for c in s[start:end]:
+        depth += (c in "([{") - (c in ")]}")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _same_item(p: str, g: str, tol: Tolerance) -> bool | None:
+    p_num, g_num = to_number(p), to_number(g)
+    if p_num is not None and g_num is not None:
+        return numbers_close(p_num, g_num, tol)
+    if re.sub(r"\s+", "", strip_math(p)) == re.sub(r"\s+", "", strip_math(g)):
+        return True
+    equal = math_verify(strip_math(p), strip_math(g))
+    return normalize_text(p) == normalize_text(g) if equal is None else equal
+
+
+def lists_match(pred: tuple, gold: tuple, tol: Tolerance) -> bool:
+    """Element-wise equality: in order for tuples and intervals (their brackets must agree when both
+    sides have them), in any order for sets and bare lists."""
+    p_open, p_close, p_items = pred
+    g_open, g_close, g_items = gold
+    if len(p_items) != len(g_items):
+        return False
+    if p_open and g_open and (p_open, p_close) != (g_open, g_close):
+        return False
+    if g_open in ("(", "[") or p_open in ("(", "["):
+        return all(_same_item(p, g, tol) for p, g in zip(p_items, g_items))
+    left = list(p_items)
+    for g in g_items:
+        hit = next((k for k, p in enumerate(left) if _same_item(p, g, tol)), None)
+        if hit is None:
+            return False
+        left.pop(hit)
+    return True
 
 
 def choice_index(s: str, choices: list[str], tol: Tolerance) -> int | None:
     """The option an answer names: a letter ('B', '(b)', 'Option B', 'B. text') or an option's text."""
     plain = plain_text(s)
-    letter = re.fullmatch(r"(?:(?i:option|choice|answer)\s*:?\s*)?\(?([A-Za-z])\)?", plain)
+    letter = re.fullmatch(r"(?:(?i:option|choice|answer|image|figure|graph)\s*:?\s*)?\(?([A-Za-z])\)?", plain)
     if not letter and choices:
         norm = normalize_text(plain)
         texts = [normalize_text(c) for c in choices]
@@ -118,12 +227,21 @@ def choice_index(s: str, choices: list[str], tol: Tolerance) -> int | None:
         hits = [i for i, c in enumerate(choices) if (v := to_number(c)) and numbers_close(value, v, tol)]
         if len(hits) == 1:
             return hits[0]
+    if choices and len(plain) <= UNGUARDED_MAX_CHARS and re.search(r"\\|[\d^_]", plain):
+        try:  # an option's value written another way: "\\dfrac{\\sqrt{5}-1}{2}" for "$\\frac{\\sqrt5-1}{2}$"
+            hits = [i for i, c in enumerate(choices)
+                    if re.search(r"\\|[\d^_]", c) and math_verify(plain, strip_math(c))]
+        except Undecided:
+            return None
+        if len(hits) == 1:
+            return hits[0]
     return None
 
 
 def answers_match(pred: str, gold: str, answer_type: str, choices: list[str],
-                  tol: Tolerance) -> tuple[bool, str]:
-    """Rule checks. Returns (equal, method), method in {'choice','numeric','math_verify','text'}.
+                  tol: Tolerance) -> tuple[bool | None, str]:
+    """Rule checks. Returns (equal, method), method in {'choice', 'numeric', 'list', 'math_verify',
+    'text'}, or (None, 'timeout') where math-verify ran out of time.
 
     choice: pred may be a letter, '(B)', 'B. text', or the option's text itself → compare to the gold
     letter (a gold naming no option raises ValueError: it is a data error);
@@ -131,6 +249,8 @@ def answers_match(pred: str, gold: str, answer_type: str, choices: list[str],
     to math-verify; expression: math-verify (both wrapped in $…$, verify(gold, pred)) with timeouts,
     after cheap exact and numeric checks; text: normalised exact match (case, whitespace,
     punctuation, articles). An expression or number that math-verify cannot parse falls back to text.
+    Where both answers hold several items (tuples, intervals, sets, "6 and 8") they are compared item
+    by item, whatever the type.
     """
     if answer_type not in ANSWER_TYPES:
         raise ValueError(f"unknown answer_type {answer_type!r}; expected one of {ANSWER_TYPES}")
@@ -139,6 +259,15 @@ def answers_match(pred: str, gold: str, answer_type: str, choices: list[str],
         if gold_index is None:
             raise ValueError(f"gold answer {gold!r} names none of the options {choices!r}")
         return choice_index(pred, choices, tol) == gold_index, "choice"
+    try:
+        return _match_value(pred, gold, answer_type, tol)
+    except Undecided:
+        return None, "timeout"
+
+
+def _match_value(pred: str, gold: str, answer_type: str, tol: Tolerance) -> tuple[bool, str]:
+    if (g_list := as_list(gold)) and (p_list := as_list(pred)):
+        return lists_match(p_list, g_list, tol), "list"
     if answer_type in ("number", "expression"):
         p, g = strip_math(pred), strip_math(gold)
         if answer_type == "expression" and re.sub(r"\s+", "", p) == re.sub(r"\s+", "", g):
