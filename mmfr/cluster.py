@@ -11,7 +11,7 @@ from __future__ import annotations
 from mmfr.config import GROUPED_STAGES, is_grouped
 
 # Rules made in a loop (one per source or group) take the resources the profile gives their family
-FAMILIES = ("standardise", *(f"{stage}_generate" for stage in GROUPED_STAGES))
+FAMILIES = ("standardise", *(f"{stage}_generate" for stage in GROUPED_STAGES), "evaluate_judge")
 
 
 def model_gpus(config: dict, *roles: str) -> int:
@@ -32,8 +32,9 @@ def rule_gpus(config: dict) -> dict[str, int]:
     for stage, spec in GROUPED_STAGES.items():
         gpus[spec.shard_rule] = 0 if is_grouped(config, stage) else generated[stage]
     judge = config["evaluate"].get("judge") or {}
-    if judge.get("backend") == "vllm":  # the benchmark's evaluate job runs the answer judge itself
-        gpus["evaluate"] = max(gpus["evaluate"], int(judge.get("tensor_parallel_size", 1)))
+    gpus["evaluate_judge"] = int(judge.get("tensor_parallel_size", 1)) if judge.get("backend") == "vllm" else 0
+    if not is_grouped(config, "evaluate"):  # the benchmark's evaluate job runs the answer judge itself
+        gpus["evaluate"] = max(gpus["evaluate"], gpus["evaluate_judge"])
     train = int(config["train"].get("gpus", 0))
     return {**gpus, "trace": model_gpus(config, "trace"), "expand": model_gpus(config, "expand"),
             "pass_rate": model_gpus(config, "proxy"), "sft": train, "gspo": train, "base_model": 0}

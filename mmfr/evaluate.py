@@ -47,12 +47,13 @@ def score_rows(records: list[dict], responses: list, spec: dict, score_truncated
     for rec, resp in zip(records, responses):
         item = item_of(rec)
         v = unfinished(resp.finish_reason, score_truncated) or score_response(protocol, item, resp.text)
-        group = item["metadata"].get(protocol.worst_case) if protocol.worst_case else None
+        group = item["metadata"].get(protocol.group_by) if protocol.group_by else None
         rows.append({"id": rec["id"], "benchmark": spec["name"], "category": category(rec["metadata"]),
                      "answer": rec["answer"], "response": resp.text, "finish_reason": resp.finish_reason,
                      "extracted": v["extracted"], "extract_method": v["extract_method"], "verdict": v["verdict"],
                      "decided_by": v["decided_by"], "correct": v["verdict"] == "correct",
-                     "group": str(group if group is not None else rec["id"])})
+                     "group": str(group if group is not None else rec["id"]),
+                     "protocol": f"{protocol.name}/{protocol.version}"})
     return rows
 
 
@@ -144,6 +145,25 @@ def answer_group(benches: list[str], specs: list[dict], journals: list[str], mod
         records = pq.read_table(bench).to_pylist()
         return ask(records, role, 1, seed, f"eval/{spec['name']}", journal, loaded=loaded,
                    questions=_questions(records, spec))[1]
+
+    return group_job(list(zip(benches, specs, journals)), run)
+
+
+def judge_group(benches: list[str], specs: list[dict], journals: list[str], model: dict | ModelRole,
+                judge: dict | ModelRole, seed: int, score_truncated: bool = False) -> dict:
+    """The judge's calls for a model's answers to several benchmarks in one job, with one load of the
+    judge: the answers come from each benchmark's journal (``answer_group`` put them there), the
+    rules score them again (cheap), and each judgment goes to the same journal, where the
+    benchmark's ``evaluate`` job finds it."""
+    student = ModelRole.from_config(model, "evaluate.generation")
+    role = ModelRole.from_config(judge, "evaluate.judge")
+
+    def run(part, loaded):
+        bench, spec, journal = part
+        records = pq.read_table(bench).to_pylist()
+        _, resps = ask(records, student, 1, seed, f"eval/{spec['name']}", journal, questions=_questions(records, spec))
+        _, reqs, keys = judge_requests(score_rows(records, resps, spec, score_truncated), records, role, seed)
+        return list(generate(loaded.factory(role), reqs, keys, journal).values()) if reqs else []
 
     return group_job(list(zip(benches, specs, journals)), run)
 

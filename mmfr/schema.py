@@ -196,4 +196,5 @@ ITEMS = pa.schema([("id", pa.string()), ("benchmark", pa.string()), ("category",
                    ("answer", pa.string()), ("response", pa.string()), ("finish_reason", pa.string()),
                    ("extracted", pa.string()), ("extract_method", pa.string()), ("verdict", pa.string()),
                    ("decided_by", pa.string()), ("correct", pa.bool_()),
-                   ("group", pa.string())])  # the unit a worst-case score counts (DynaMath's seed question), else id
+                   ("group", pa.string()),  # the unit a worst-case score counts (DynaMath's seed question), else id
+                   ("protocol", pa.string())])  # name/version of the benchmark's protocol

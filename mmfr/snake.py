@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
+import re
 import sys
 import time
 
@@ -92,8 +93,8 @@ def journals_of(output: str) -> list[str]:
 
 def marker_journals(markers) -> list[str]:
     """The journals a group job fills, one per shard: beside each shard's output, whose place its
-    marker (``<stage>/<source>/<shard>.generated``) holds."""
-    return [journal_of(str(m).removesuffix(".generated") + ".parquet") for m in markers]
+    marker (``<stage>/<source>/<shard>.generated``, or ``.judged`` for evaluation's judge) holds."""
+    return [journal_of(re.sub(r"\.(generated|judged)$", "", str(m)) + ".parquet") for m in markers]
 
 
 def write_markers(markers, counts: dict) -> None:

@@ -148,9 +148,27 @@ def _scores(con, items: list[str]) -> None:
                                FROM read_parquet('{path}') GROUP BY ALL)
                 SELECT benchmark, category, 100 * avg(ok::INT), count(*), sum(judged), sum(undecided) FROM units
                 GROUP BY GROUPING SETS ((benchmark, category), (benchmark)) ORDER BY ALL""").fetchall()
+        overall = _benchmark_scores(path)
         con.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(model, subset, size, stage, b, c if c is not None else "(all)", a, n, j, u)
-                         for b, c, a, n, j, u in rows])
+                        [(model, subset, size, stage, b, "(all)" if c is None else c,
+                          *(overall.get(b, (a, n)) if c is None else (a, n)), j, u) for b, c, a, n, j, u in rows])
+
+
+def _benchmark_scores(path: str) -> dict[str, tuple[float, int]]:
+    """{benchmark: (score in percent, units)} of a per-item file, by the benchmark's own protocol
+    (WeMath's score is not a share of right units)."""
+    import pyarrow.parquet as pq
+
+    from mmfr.benchmarks import aggregate, PROTOCOLS
+
+    rows = pq.read_table(path).to_pylist()
+    out = {}
+    for bench in {r["benchmark"] for r in rows}:
+        mine = [r for r in rows if r["benchmark"] == bench]
+        protocol = PROTOCOLS.get(str(mine[0].get("protocol") or "generic").split("/")[0], PROTOCOLS["generic"])
+        units, correct = aggregate(protocol, mine)
+        out[bench] = (100 * correct / max(1, units), units)
+    return out
 
 
 def _training(con, model_dirs: list[str]) -> None:

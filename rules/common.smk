@@ -177,11 +177,18 @@ def eval_groups():
     return {"_".join(Path(m).parts): m for m in sorted(models)}
 
 
+def judge_groups():
+    """grouping.evaluate with evaluate.judge: one GPU job per model judges every benchmark's answers."""
+    return eval_groups() if config["evaluate"].get("judge") else {}
+
+
 def evaluated(wildcards):
-    """The marker a model's evaluation job leaves once a benchmark's answers are in the journal."""
+    """The markers a model's evaluation jobs leave once a benchmark's answers (and the judge's
+    verdicts on them) are in the journal."""
     if not grouped("evaluate"):
         return []
-    return f"results/scores/{wildcards.model}/{wildcards.bench}.generated"
+    stem = f"results/scores/{wildcards.model}/{wildcards.bench}"
+    return [f"{stem}.generated"] + ([f"{stem}.judged"] if judge_groups() else [])
 
 
 def all_trained_models():

@@ -57,6 +57,35 @@ for _group, _model in eval_groups().items():
             "../scripts/evaluate_generate.py"
 
 
+# With evaluate.judge as well, one GPU job per model loads the judge once for the answers of every
+# benchmark (after that model's answers are in the journals).
+for _group, _model in judge_groups().items():
+
+    rule:
+        name:
+            f"evaluate_judge_{_group}"
+        input:
+            model=f"models/{_model}",
+            benches=[f"data/bench/{b}.parquet" for b in BENCHMARKS],
+            judge=workflow_models(config["evaluate"]["judge"]),
+            after=[f"results/scores/{_model}/{b}.generated" for b in BENCHMARKS],
+        output:
+            markers=temp([f"results/scores/{_model}/{b}.judged" for b in BENCHMARKS]),
+        log:
+            f"logs/evaluate_judge/{_group}.log",
+        conda:
+            "../envs/vllm.yaml"
+        threads: 2
+        params:
+            specs=list(BENCHMARKS.values()),
+            generation=config["evaluate"]["generation"],
+            judge=config["evaluate"]["judge"],
+            score_truncated=config["evaluate"]["score_truncated"],
+            seed=SEED,
+        script:
+            "../scripts/evaluate_judge.py"
+
+
 rule evaluate:
     input:
         model=eval_model_dir,

@@ -1,5 +1,5 @@
-"""Benchmark protocols on records in each benchmark's published layout (../shared/fixtures/benchmarks
-and tests/fixtures/scoring, origins in their READMEs), and `mmfr score` against the verdicts the
+"""Benchmark protocols on records in each benchmark's published layout (tests/fixtures/benchmarks and
+tests/fixtures/scoring, origins in their READMEs), and `mmfr score` against the verdicts the
 benchmarks publish for real model outputs."""
 
 import json
@@ -19,9 +19,8 @@ from mmfr.sources import ImagePolicy, standardise
 from mmfr.verify import JudgeError
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "fixtures" / "benchmarks"
+SHARED = ROOT / "tests" / "fixtures" / "benchmarks"
 SCORING = ROOT / "tests" / "fixtures" / "scoring"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/fixtures not present")
 
 
 def rows_of(protocol: str, records, **spec) -> list[dict]:
@@ -36,7 +35,6 @@ def keyed(path: Path, key: str) -> list[dict]:
 
 # --------------------------------------------------------------------------- preparation
 
-@needs_shared
 def test_mathvista_prepares_every_item_and_keeps_long_gold_options():
     rows = rows_of("mathvista", keyed(SHARED / "mathvista/testmini_sample.json", "pid"), image_root=str(SHARED / "x"))
     assert len(rows) == 22
@@ -50,7 +48,6 @@ def test_mathvista_prepares_every_item_and_keeps_long_gold_options():
     assert rows_of("mathvista", [long])[0]["answer"] == "B"
 
 
-@needs_shared
 def test_mmmu_pro_and_ai2d_read_options_lists_and_stack_images():
     records = [json.loads(x) for x in (SHARED / "mmmu_pro/tool_data.jsonl").read_text().splitlines()]
     rows = rows_of("mmmu_pro", records, image_root=str(SHARED / "mmmu_pro"))
@@ -76,7 +73,6 @@ def test_mmmu_reads_the_hub_layout():
     assert json.loads(b["metadata"])["golds"] == ["24/7", "3.429"]
 
 
-@needs_shared
 def test_scienceqa_gold_index_becomes_its_letter():
     rows = rows_of("scienceqa", keyed(SHARED / "scienceqa/problems_test_sample.json", "pid"))
     assert len(rows) == 21
@@ -96,7 +92,6 @@ def test_mmbench_maps_option_columns():
     assert "Context" not in PROTOCOLS["mmbench"].prompt(item_of(row))
 
 
-@needs_shared
 def test_inline_option_sets_mmstar_and_wemath():
     mmstar = rows_of("letter", json.loads((SHARED / "mmstar/llava_next_yi_34b_submission_sample.json").read_text()))
     assert len(mmstar) == 24 and all(r["answer_type"] == "choice" and len(r["choices"]) >= 2 for r in mmstar)
@@ -105,7 +100,6 @@ def test_inline_option_sets_mmstar_and_wemath():
     assert wemath[0]["choices"] == ["300, 400", "400, 300", "3000, 4000", "4000, 3000", "No correct answer"]
 
 
-@needs_shared
 def test_dynamath_variants_score_worst_case():
     trials = json.loads((SHARED / "dynamath/variants_trial1-3_q1_q2_q4.json").read_text())
     records = [{"id": qid, "_split": trial, **rec} for trial, recs in trials.items() for qid, rec in recs.items()]
@@ -123,7 +117,6 @@ def test_dynamath_variants_score_worst_case():
     assert aggregate(protocol, scored) == (3, 2)  # the seed question with one wrong variant is wrong
 
 
-@needs_shared
 def test_logicvista_multi_letter_answers_compare_as_sets():
     rows = rows_of("logicvista", keyed(SHARED / "logicvista/dataset_sample.json", "id"))
     assert len(rows) == 21
@@ -134,7 +127,6 @@ def test_logicvista_multi_letter_answers_compare_as_sets():
     assert score(item, "<answer>B</answer>")["verdict"] == "wrong"
 
 
-@needs_shared
 def test_charxiv_descriptive_questions_from_templates_and_reasoning():
     desc = rows_of("charxiv_descriptive", list(json.loads((SHARED / "charxiv/descriptive_val_sample.json").read_text()).values()))
     assert len(desc) == 80
@@ -147,7 +139,6 @@ def test_charxiv_descriptive_questions_from_templates_and_reasoning():
     assert len(reasoning) == 20
 
 
-@needs_shared
 def test_mathverse_and_mathvision_layouts():
     verse = rows_of("mathverse", json.loads((SHARED / "mathverse/output_testmini_template.json").read_text()))
     assert len(verse) == 5 and {json.loads(r["metadata"])["problem_version"] for r in verse} >= {"Vision Only"}
@@ -212,7 +203,7 @@ def test_score_table_counts_who_decided(tmp_path):
 
     rows = [{"id": str(i), "benchmark": "dyn", "category": "all", "answer": "1", "response": "", "finish_reason": "stop",
              "extracted": None, "extract_method": "none", "verdict": v, "decided_by": d, "correct": v == "correct",
-             "group": str(i // 2)} for i, (v, d) in enumerate(
+             "group": str(i // 2), "protocol": "dynamath/1"} for i, (v, d) in enumerate(
         [("correct", "numeric"), ("wrong", "judge"), ("correct", "judge"), ("correct", "choice"),
          ("undecided", "timeout"), ("judge_error", "judge: x")])]
     path = tmp_path / "dyn.parquet"
@@ -292,3 +283,26 @@ def test_math_verify_published_cases():
         got, _ = answers_match(pred, gold, "expression", [], Tolerance())
         agree += got is not None and bool(got) == bool(c["expected"])
     assert agree >= 220, agree
+
+
+def test_wemath_score_strict_over_composite_problems():
+    rows = rows_of("wemath", json.loads((SHARED / "wemath/testmini_sample.json").read_text()))
+    groups = [json.loads(r["metadata"])["step"] for r in rows]
+    assert {"2steps_1|2steps_1", "2steps_1|2steps_2", "2steps_1|2steps_multi", "3steps_1|3steps_multi"} <= set(groups)
+    problems = {g.split("|")[0] for g in groups}
+    right = {g: True for g in groups}
+    protocol = PROTOCOLS["wemath"]
+    items = lambda: [{"group": g, "correct": right[g]} for g in groups]  # noqa: E731
+    assert aggregate(protocol, items()) == (len(problems), len(problems))  # every problem mastered
+    right["2steps_1|2steps_multi"] = False  # parts right, composite wrong: IG costs one half
+    right["2steps_2|2steps_1"] = False  # a part wrong, composite right: RM costs one
+    assert aggregate(protocol, items()) == (len(problems), len(problems) - 1.5)
+
+
+def test_mmbench_rotations_count_once():
+    rows = rows_of("mmbench", [{"index": i, "question": "Which?", "A": "x", "B": "y", "answer": a, "image": None}
+                               for i, a in ((5, "A"), (1_000_005, "B"), (6, "B"))])
+    assert [json.loads(r["metadata"])["circular"] for r in rows] == ["5", "5", "6"]
+    scored = [{"id": r["original_id"], "group": json.loads(r["metadata"])["circular"], "correct": c}
+              for r, c in zip(rows, (True, False, True))]
+    assert aggregate(PROTOCOLS["mmbench"], scored) == (2, 1)

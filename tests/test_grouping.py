@@ -167,3 +167,36 @@ def test_an_evaluation_job_loads_the_model_once_for_every_benchmark(shards, monk
         assert evaluate(str(p), s, str(alone), student, 7, str(tmp_path / "alone" / f"{n}.jsonl")) == score
         assert alone.read_bytes() == (tmp_path / f"{n}.parquet").read_bytes()
     assert len(student_model.asked) == 60 and 0 < sum(scores) < 3
+
+
+def test_an_evaluation_judge_job_loads_the_judge_once_and_evaluate_reads_its_verdicts(shards, monkeypatch, tmp_path):
+    """Answers first (one load of the student), then one load of the judge for every benchmark's
+    rule-wrong answers; each benchmark's evaluate job scores from the journal, loading nothing; a
+    judge reply that is no verdict letter gives judge_error, never wrong."""
+    from mmfr.evaluate import answer_group, evaluate, judge_group
+
+    made = []
+    student_model = Counting("test-student", lambda key: "<think>\nlooking\n</think>\n<answer>Z</answer>")
+    judge_model = Counting("test-judge", lambda key: "A" if int(key[:8], 16) % 3 else "no idea")
+    models = {"test-student": student_model, "test-judge": judge_model}
+    monkeypatch.setattr(mmfr.generate, "make_backend", lambda role: made.append(role.model) or models[role.model])
+    monkeypatch.setattr("mmfr.student.make_backend", mmfr.generate.make_backend)
+    monkeypatch.setattr("mmfr.evaluate.make_backend", mmfr.generate.make_backend)
+    _, paths = shards
+    student = {"backend": "openai", "model": "test-student", "revision": "r1"}
+    judge = {"backend": "openai", "model": "test-judge", "revision": "r1"}
+    specs = [{"name": f"bench{i}"} for i in range(len(paths))]
+    journals = [str(tmp_path / f"bench{i}.jsonl") for i in range(len(paths))]
+    answer_group([str(p) for p in paths], specs, journals, student, 7)
+    counts = judge_group([str(p) for p in paths], specs, journals, student, judge, 7)
+    assert made == ["test-student", "test-judge"] and counts["requests"] == len(judge_model.asked) > 0
+    out = [str(tmp_path / f"bench{i}.parquet") for i in range(len(paths))]
+    for p, spec, journal, o in zip(paths, specs, journals, out):
+        evaluate(str(p), spec, o, student, 7, journal, judge=judge)
+    assert made == ["test-student", "test-judge"]  # scored from the journals
+    rows = [r for o in out for r in pq.read_table(o).to_pylist()]
+    verdicts = {r["verdict"] for r in rows}
+    assert verdicts <= {"correct", "wrong", "judge_error"} and "judge_error" in verdicts
+    assert all(r["decided_by"] == "judge" for r in rows if r["verdict"] == "correct" and r["answer"] != "Z")
+    assert sum(r["verdict"] in ("correct", "wrong", "judge_error") and r["decided_by"].startswith("judge")
+               for r in rows) == counts["requests"]

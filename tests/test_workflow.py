@@ -40,6 +40,9 @@ def test_full_recipe_dry_run_lists_the_whole_dag_without_torch(tmp_path):
     # grouping.evaluate: one GPU job per model answers every benchmark
     assert {rule for rule in counts if rule.startswith("evaluate_generate_")} == {
         "evaluate_generate_base_8b", "evaluate_generate_mfr123k_8b_sft", "evaluate_generate_mfr123k_8b_gspo"}
+    # and with evaluate.judge, one GPU job per model judges the answers every benchmark's rules call wrong
+    assert {rule for rule in counts if rule.startswith("evaluate_judge_")} == {
+        "evaluate_judge_base_8b", "evaluate_judge_mfr123k_8b_sft", "evaluate_judge_mfr123k_8b_gspo"}
     assert counts["download_benchmark"] == len(config["benchmarks"])
     assert counts["subset"] == 2  # mfr123k and the RL hold-out
     assert counts["sft"] == counts["gspo"] == counts["base_model"] == 1
@@ -145,10 +148,12 @@ def test_changing_a_subset_threshold_reruns_only_what_depends_on_it(demo_run, tm
     proc = snakemake(demo_run, "-n", "all", configs=("recipes/demo.yaml", "tests/tiny.yaml", str(overlay)))
     counts = job_counts(proc.stdout)
     counts.pop("total")
-    answers = {rule: counts.pop(rule) for rule in list(counts) if rule.startswith("evaluate_generate_")}
+    answers = {rule: counts.pop(rule) for rule in list(counts) if rule.startswith(("evaluate_generate_",
+                                                                                    "evaluate_judge_"))}
     assert counts == {"subset": 1, "sft": 1, "gspo": 1, "evaluate": 2, "score_table": 1, "summary": 1,
                       "report_figures": 1, "all": 1}
-    assert answers == {"evaluate_generate_mfr586k_tiny_gspo": 1, "evaluate_generate_mfr586k_tiny_sft": 1}
+    assert answers == {"evaluate_generate_mfr586k_tiny_gspo": 1, "evaluate_generate_mfr586k_tiny_sft": 1,
+                       "evaluate_judge_mfr586k_tiny_gspo": 1, "evaluate_judge_mfr586k_tiny_sft": 1}
 
 
 DATA_STAGES = ("std", "dedup", "clean", "captions", "traces", "verified", "passrate", "subsets")

@@ -46,8 +46,11 @@ def score_response(protocol: Protocol, item: dict, response: str) -> dict:
 
 def aggregate(protocol: Protocol, rows: list[dict]) -> tuple[int, int]:
     """(units, correct) of a benchmark's scored rows (ITEMS rows): items, or for a worst-case
-    protocol the groups of variants in ``group`` (a group is right only when all its variants are)."""
-    if not protocol.worst_case:
+    protocol the groups of variants in ``group`` (a group is right only when all its variants are),
+    or the protocol's own metric (WeMath: correct is then its score times the units)."""
+    if protocol.metric:
+        return protocol.metric(rows)
+    if not protocol.group_by:
         return len(rows), sum(bool(r["correct"]) for r in rows)
     groups: dict[str, bool] = {}
     for r in rows:

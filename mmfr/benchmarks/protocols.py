@@ -19,7 +19,8 @@ from typing import Callable
 from mmfr import images
 from mmfr.adapters import AdapterError, image_bytes, RecordError
 from mmfr.answers import (LETTERS, Tolerance, answers_match, as_choices, detect_answer_type, extract_answer,
-                          split_choices, split_response, to_letter, unlabelled)
+                          normalize_text, split_choices, split_response, to_letter, unlabelled)
+from mmfr.answers.match import as_list
 from mmfr.answers.extract import answer_is, choice_letter, final_boxed
 from mmfr.benchmarks import rules
 
@@ -36,8 +37,9 @@ class Protocol:
     read: Callable[[dict, dict, int], list[dict]]
     prompt: Callable[[dict], str]
     score: Callable[[dict, str], dict]
-    worst_case: str | None = None  # metadata key grouping variants: a group counts only if all are right
+    group_by: str | None = None  # metadata key of ITEMS.group: a group counts only if all its items are right
     doc: str = ""
+    metric: Callable[[list[dict]], tuple[int, float]] | None = None  # (units, score * units) of ITEMS rows
 
 
 def scored(extracted, correct: bool | None, decided_by: str, method: str = "rules") -> dict:
@@ -372,8 +374,29 @@ def read_wemath(rec: dict, spec: dict, index: int) -> list[dict]:
     answer = _need(rec, spec, "answer", "answer")
     return [row(spec, f"{rec_id}@{rec.get('key', '')}", _need(rec, spec, "question", "question"),
                 _letter_gold(spec, rec_id, answer, options), "choice", options,
-                _image(rec, spec, "image", "image_path"), problem=rec_id, key=rec.get("key"),
+                _image(rec, spec, "image", "image_path"), step=f"{rec_id}|{rec.get('key', '')}",
                 concept=rec.get("knowledge concept"))]
+
+
+def wemath_score(rows: list[dict]) -> tuple[int, float]:
+    """We-Math's Score (Strict) over its composite problems (ITEMS ``group`` = "ID|key"): a problem
+    whose one-step parts are all right and whose composite is right is mastered; IK (a part wrong,
+    the composite wrong), IG (parts right, composite wrong) and RM (a part wrong, composite right)
+    cost 1, 0.5 and 1: score = (N - 0.5 IG - RM - IK) / N."""
+    problems: dict[str, dict] = {}
+    for r in rows:
+        problem, _, key = str(r["group"]).rpartition("|")
+        part = problems.setdefault(problem, {"parts": [], "multi": None})
+        if key.endswith("multi"):
+            part["multi"] = bool(r["correct"])
+        else:
+            part["parts"].append(bool(r["correct"]))
+    cost = 0.0
+    done = [p for p in problems.values() if p["multi"] is not None and p["parts"]]
+    for p in done:
+        parts_right = all(p["parts"])
+        cost += (0.5 if parts_right else 1.0) if not p["multi"] else (0.0 if parts_right else 1.0)
+    return len(done), len(done) - cost
 
 
 # --------------------------------------------------------------------------- DynaMath
@@ -400,9 +423,14 @@ def read_dynamath(rec: dict, spec: dict, index: int) -> list[dict]:
 
 
 def score_dynamath(item: dict, response: str) -> dict:
-    """DynaMath: letters for multiple choice; a float within 0.001 of the gold; text and integers
-    exact after normalisation."""
-    return score_generic(item, response, Tolerance(rel_tol=0.0, abs_tol=1e-3))
+    """DynaMath: letters for multiple choice; a float within 0.001 of the gold; a text answer is right
+    when it contains the gold (after normalisation), as DynaMath's own script checks."""
+    result = score_generic(item, response, Tolerance(rel_tol=0.0, abs_tol=1e-3))
+    if item["answer_type"] == "text" and result["verdict"] == "wrong" and result["extracted"]:
+        gold = normalize_text(item["answer"])
+        if gold and f" {gold} " in f" {normalize_text(result['extracted'])} ":
+            return scored(result["extracted"], True, "contains", result["extract_method"])
+    return result
 
 
 # --------------------------------------------------------------------------- LogicVista
@@ -459,7 +487,9 @@ def prompt_context(item: dict) -> str:
 
 def read_mmbench(rec: dict, spec: dict, index: int) -> list[dict]:
     """lmms-lab/MMBench (en, dev): ``index``, ``question``, ``hint``, options in columns ``A``..``E``
-    (empty ones absent), ``answer`` (a letter), ``category``, ``l2-category``, ``image``."""
+    (empty ones absent), ``answer`` (a letter), ``category``, ``l2-category``, ``image``. The dev
+    split holds each question's option rotations as rows of their own (index + k * 1,000,000):
+    circular evaluation counts a question right only when every rotation is."""
     rec_id = _col(rec, spec, "id", "index") if _col(rec, spec, "id", "index") is not None else index
     choices = []
     for letter in "ABCDE":
@@ -470,8 +500,9 @@ def read_mmbench(rec: dict, spec: dict, index: int) -> list[dict]:
     gold = _letter_gold(spec, rec_id, _need(rec, spec, "answer", "answer"), choices)
     hint = rec.get("hint")
     hint = "" if hint is None or str(hint).strip() in ("", "nan") else str(hint)
+    circular = int(rec_id) % 1_000_000 if str(rec_id).isdigit() else rec_id  # the question a rotation repeats
     return [row(spec, rec_id, _need(rec, spec, "question", "question"), gold, "choice", choices,
-                _image(rec, spec, "image"), hint=hint, category=rec.get("category"))]
+                _image(rec, spec, "image"), hint=hint, category=rec.get("category"), circular=str(circular))]
 
 
 def read_inline_choice(rec: dict, spec: dict, index: int) -> list[dict]:
@@ -574,10 +605,20 @@ def read_charxiv_descriptive(rec: dict, spec: dict, index: int) -> list[dict]:
     return out
 
 
+def score_charxiv_descriptive(item: dict, response: str) -> dict:
+    """The shared chain, except that the legend's labels (template 13) must come in the chart's order."""
+    result = score_generic(item, response)
+    if _meta(item).get("qid") == 13 and result["verdict"] == "correct" and result["decided_by"] == "list":
+        pred, gold = as_list(result["extracted"]), as_list(item["answer"])
+        in_order = [normalize_text(x) for x in pred[2]] == [normalize_text(x) for x in gold[2]]
+        return scored(result["extracted"], in_order, "list_in_order", result["extract_method"])
+    return result
+
+
 # --------------------------------------------------------------------------- the table
 
-def _p(name, version, read, prompt, score, doc, worst_case=None) -> Protocol:
-    return Protocol(name, version, read, prompt, score, worst_case, doc)
+def _p(name, version, read, prompt, score, doc, group_by=None, metric=None) -> Protocol:
+    return Protocol(name, version, read, prompt, score, group_by, doc, metric)
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
@@ -597,7 +638,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
        "MathVerse testmini: the benchmark's CoT query; letters for multi-choice, values and expressions else."),
     _p("dynamath", "1", read_dynamath, ask_any, score_dynamath,
        "DynaMath over its 10 variants per seed question; the score is worst-case (every variant right).",
-       worst_case="qid"),
+       group_by="qid"),
     _p("logicvista", "1", read_logicvista, prompt_logicvista, score_logicvista,
        "LogicVista: the set of option letters named must equal the gold set."),
     _p("letter", "1", read_inline_choice, ask_any, score_generic,
@@ -605,13 +646,15 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     _p("scienceqa", "1", read_scienceqa, prompt_context, score_generic,
        "ScienceQA-IMG test: gold index to letter; the hint is given as context."),
     _p("mmbench", "1", read_mmbench, prompt_context, score_generic,
-       "MMBench-EN dev: options from the A-E columns, hint as context; each question once (not circular)."),
+       "MMBench-EN dev: options from the A-E columns, hint as context; circular: a question counts when "
+       "all its rotations are right.", group_by="circular"),
     _p("ai2d", "1", read_ai2d, ask_letter, score_generic, "AI2D test: gold index to letter."),
     _p("wemath", "1", read_wemath, ask_letter, score_generic,
-       "We-Math testmini: options from the 'A. x;B. y' string; per-item accuracy."),
+       "We-Math testmini: options from the 'A. x;B. y' string; Score (Strict) over composite problems.",
+       group_by="step", metric=wemath_score),
     _p("charxiv_reasoning", "1", read_charxiv_reasoning, ask_open, score_generic,
        "CharXiv reasoning: rules in place of the GPT grader: text exact after normalisation, numbers within "
        "tolerance, lists item by item."),
-    _p("charxiv_descriptive", "1", read_charxiv_descriptive, ask_open, score_generic,
+    _p("charxiv_descriptive", "1", read_charxiv_descriptive, ask_open, score_charxiv_descriptive,
        "CharXiv descriptive: four template questions per chart, rules in place of the GPT grader."),
 )}
