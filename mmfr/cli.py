@@ -43,9 +43,9 @@ def show(path: str) -> None:
           "WHERE source = '(all)'")
     table("Pass rate of the proxy model", "SELECT pass_rate, sum(n) n FROM pass_rates GROUP BY ALL ORDER BY ALL")
     table("Subsets", SUBSETS)
-    table("Scores (accuracy %)",
-          "SELECT coalesce(subset, '-') subset, size, stage, benchmark, round(accuracy, 2) accuracy, n FROM scores "
-          "WHERE category = '(all)' ORDER BY size, subset NULLS FIRST, stage, benchmark")
+    table("Scores (%; judged: items the answer judge decided; undecided: nobody could, judge_error included)",
+          "SELECT coalesce(subset, '-') subset, size, stage, benchmark, round(accuracy, 2) score, n, judged, undecided "
+          "FROM scores WHERE category = '(all)' ORDER BY size, subset NULLS FIRST, stage, benchmark")
     print("\nWhere things are:")
     print("  datasets   data/subsets/<subset>/  (datasets.load_dataset('data/subsets/<subset>'))")
     print("  models     models/<subset>/<size>/{sft,gspo}/  (transformers checkpoints)")

@@ -73,7 +73,7 @@ _CHOICE_EXPLICIT = re.compile(
     rf"(?:\s+(?:is|would be|should be))?\**\s*[:：]?\s*{_LETTER}(?![\w(])")
 _CHOICE_STANDALONE = re.compile(rf"\(([A-J])\)|^[ \t]*{_LETTER}[ \t]*(?:[.:)]|$)", re.M)
 _ANSWER_IS = re.compile(
-    r"(?i:\b(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is|would be|should be|=)?\s*[:：]?)[ \t]*\**[ \t]*"
+    r"(?i:(?<![</\w])(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is|would be|should be|=)?\s*[:：]?)[ \t]*\**[ \t]*"
     r"(?P<answer>[^\n]+?)[ \t]*\**[ \t]*\.?[ \t]*$", re.M)
 _LATEX_FRAC = r"-?\\[dt]?frac\s*\{\s*-?\d+(?:\.\d+)?\s*\}\s*\{\s*-?\d+(?:\.\d+)?\s*\}"
 _NUMBER = re.compile(
@@ -117,8 +117,9 @@ def extract_answer(text: str, answer_type: str, choices: list[str]) -> tuple[str
     'The final answer is:' stripped), else the last \\boxed{…} (side-by-side boxes make a list),
     else for answer_type 'choice' an option letter ('Answer: B', 'the correct answer is Image C',
     '(C)', 'B.'), else the X of a last "the answer is X", else a bare short response, else the one
-    number of a short last line. Only the text after the last </think> is read when there is one.
-    Returns (answer or None, method), method in {'answer_tag', 'boxed', 'choice_letter',
+    number of a short last line. Only the text after the last </think> is read when there is one; a
+    short answer after an ``<answer>`` left unclosed (a response cut off) counts. Returns (answer or
+    None, method), method in {'answer_tag', 'answer_tag_open', 'boxed', 'choice_letter',
     'answer_phrase', 'bare', 'last_number', 'none'}.
     """
     _, tagged = split_response(text)
@@ -129,6 +130,9 @@ def extract_answer(text: str, answer_type: str, choices: list[str]) -> tuple[str
     tail = text.rpartition("</think>")[2] if "</think>" in text else text
     if boxed := final_boxed(tail):
         return boxed, "boxed"
+    opened = tail.rpartition("<answer>")[2] if "<answer>" in tail else ""
+    if opened.strip() and "</answer>" not in opened and is_bare(opened):  # cut off before its closing tag
+        return opened.strip().rstrip("."), "answer_tag_open"
     if answer_type == "choice" and (letter := choice_letter(tail, choices)):
         return letter, "choice_letter"
     if phrase := answer_is(tail):
@@ -147,7 +151,7 @@ def is_bare(text: str) -> bool:
     """A response that is only an answer: one line of at most two words, or a short formula with
     no word of prose in it."""
     text = text.strip()
-    if not text or "\n" in text:
+    if not text or "\n" in text or "answer>" in text:  # an empty or broken answer tag is no answer
         return False
     words = text.split()
     return len(words) <= 2 or (len(words) <= BARE_MAX_WORDS and not _WORD.search(re.sub(r"\\[A-Za-z]+", "", text)))
