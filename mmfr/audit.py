@@ -165,15 +165,16 @@ def summary_rows(summary: str) -> list[dict]:
 
 
 def build_files(summary: str) -> list[str]:
-    """Every file a graph's outputs leave: each output, its logs, its provenance record, and the
-    journal of model responses (and its index) it was built from."""
+    """Every file a graph's outputs leave: each output, its logs, its provenance record, the journal
+    of model responses (and its index) it was built from, and a training job's checkpoints."""
 
     files = []
     for row in summary_rows(summary):
         out = row["output_file"]
         logs = [p.strip() for p in row.get("log-file(s)", "").split(",") if p.strip() and p.strip() != "-"]
         journals = journals_of(out.removesuffix(".generated") + ".parquet" if out.endswith(".generated") else out)
-        files += [out, *logs, provenance.record_path(out), *[f for j in journals for f in (j, j + ".idx")]]
+        files += [out, *logs, provenance.record_path(out), *[f for j in journals for f in (j, j + ".idx")],
+                  provenance.checkpoint_dir(out)]
     return list(dict.fromkeys(files))
 
 

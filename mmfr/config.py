@@ -209,6 +209,24 @@ def _check_role(block: dict, key: str) -> None:
         raise ConfigError(str(e)) from e
 
 
+def check_training(config: dict) -> None:
+    """The keys of ``train.sft``, ``train.gspo`` (and a demo student's ``warmup``) against TRL's own
+    config classes, so a misspelt setting fails here, naming the valid keys, and not in the training
+    job (which checks the values too). The Snakefile runs it in the main process only."""
+    from mmfr.train import check_settings, SettingsError
+
+    blocks = [("sft", config["train"]["sft"], "train.sft"), ("gspo", config["train"]["gspo"], "train.gspo")]
+    for i, student in enumerate(config["students"]):
+        if student.get("warmup"):
+            warm = {k: v for k, v in student["warmup"].items() if k != "n_per_family"}
+            blocks.append(("sft", warm, f"students[{i}].warmup"))
+    for stage, cfg, where in blocks:
+        try:
+            check_settings(stage, cfg or {}, where, values=False)
+        except SettingsError as e:
+            raise ConfigError(str(e)) from e
+
+
 def check_filters(config: dict) -> None:
     """Each subset's ``where`` compiled against the columns a subset is selected from, so a typo fails
     here and not in the subset job, after verification and pass rates ran. Needs duckdb: the

@@ -22,6 +22,12 @@ PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "pyarrow",
             "math-verify", "snakemake", "vllm", "tokenizers")
 
 
+def checkpoint_dir(output: str) -> str:
+    """Where the job that writes ``output`` keeps its training checkpoints: beside the output, not in
+    it (Snakemake removes an output before it runs the job again), so a retried job resumes."""
+    return os.path.normpath(output) + ".checkpoints"
+
+
 def record_path(artifact: str) -> str:
     return os.path.join(ROOT, artifact.rstrip("/") + ".json")
 

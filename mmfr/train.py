@@ -10,34 +10,179 @@ no image is decoded or re-encoded while preparing the dataset. Outputs are a mod
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import shutil
 import time
 
 from mmfr.models import load_model, load_processor
+from mmfr.provenance import checkpoint_dir
 from mmfr.prompts import student_messages
 from mmfr.rewards import accuracy_reward, format_reward, reward_weights
 
-SFT_DEFAULTS = {
-    "learning_rate": 1e-5, "epochs": 3, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
-    "lr_scheduler_type": "cosine", "warmup_ratio": 0.03, "weight_decay": 0.0, "max_length": None,
-    "freeze_vision": True, "max_steps": -1, "logging_steps": 5, "gradient_checkpointing": False,
-    "max_pixels": None, "min_pixels": None,  # image resolution bounds (recipe: 768^2 / 32^2); None keeps the processor's
+# Training settings are TRL's own: ``train.sft`` keys are fields of ``trl.SFTConfig``, ``train.gspo``
+# keys fields of ``trl.GRPOConfig``, with TRL's defaults (the recipe's values are in config.yaml).
+# Beside them, the few settings mmfr itself applies, and those a job or the recipe's method fixes.
+OWN = {"freeze_vision": True, "max_pixels": None, "min_pixels": None}  # vision tower frozen; image bounds
+CONFIG_CLASSES = {"sft": "SFTConfig", "gspo": "GRPOConfig"}
+_JOB = {"output_dir", "seed", "data_seed", "save_strategy", "save_only_model", "overwrite_output_dir",
+        "resume_from_checkpoint", "report_to", "dataloader_num_workers", "use_cpu", "bf16", "fp16"}
+FIXED = {  # set by mmfr for every run: a config key naming one of these is an error
+    "sft": _JOB | {"assistant_only_loss"},
+    "gspo": _JOB | {"importance_sampling_level", "loss_type", "reward_weights", "log_completions"},
 }
-GSPO_DEFAULTS = {
-    "learning_rate": 1e-6, "max_steps": 10, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
-    "num_generations": 4, "num_iterations": 1, "temperature": 1.0, "top_p": 1.0, "max_completion_length": 64,
-    "lr_scheduler_type": "constant", "warmup_steps": 0, "weight_decay": 0.1,
-    "epsilon": 3e-4, "epsilon_high": 4e-4, "beta": 0.0,  # GSPO paper clip range, no KL term
-    "freeze_vision": True, "logging_steps": 1, "gradient_checkpointing": False,
-    "max_pixels": None, "min_pixels": None,
-}
+COMPLETE = "mmfr-complete.json"  # written into a checkpoint once everything of it is on disk
 
 
-def _resolve(cfg: dict, defaults: dict, stage: str) -> dict:
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown {stage} config keys {unknown} (known: {sorted(defaults)})")
-    return {**defaults, **cfg}
+class SettingsError(ValueError):
+    """A training setting that TRL's config class does not have, or that mmfr sets itself."""
+
+
+def trl_fields(stage: str) -> set[str]:
+    """The fields of the stage's TRL config class. Importing TRL takes seconds and the Snakefile checks
+    the settings at every parse, so the names are kept per TRL version in the user's cache."""
+    import dataclasses
+    from importlib.metadata import version
+
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mmfr",
+                         f"trl-{version('trl')}-fields.json")
+    try:
+        with open(cache) as f:
+            return set(json.load(f)[CONFIG_CLASSES[stage]])
+    except (OSError, ValueError, KeyError):
+        pass
+    import trl
+
+    fields = {name: sorted(f.name for f in dataclasses.fields(getattr(trl, name)) if f.init)
+              for name in CONFIG_CLASSES.values()}
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with open(cache + f".{os.getpid()}", "w") as f:
+            json.dump(fields, f)
+        os.replace(cache + f".{os.getpid()}", cache)
+    except OSError:  # a read-only home: no cache, the same answer
+        pass
+    return set(fields[CONFIG_CLASSES[stage]])
+
+
+def check_settings(stage: str, cfg: dict, where: str | None = None, values: bool = True) -> None:
+    """Every key of ``cfg`` a field of the stage's TRL config class (or one of ``OWN``), none of the
+    ``FIXED`` ones, and (``values``) the values accepted by the class itself: a misspelt key is named
+    with the closest valid ones. The Snakefile checks the keys before any job; the training job
+    checks the values too, before it loads anything."""
+    import difflib
+    import tempfile
+
+    where = where or f"train.{stage}"
+    fields = trl_fields(stage)
+    for key in cfg:
+        if key in FIXED[stage]:
+            raise SettingsError(f"{where}.{key}: set by mmfr for every run, not in config")
+        if key not in fields and key not in OWN:
+            close = difflib.get_close_matches(key, sorted(fields | set(OWN)), n=3)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise SettingsError(f"{where}.{key}: unknown key{hint}: the keys are the fields of "
+                                f"trl.{CONFIG_CLASSES[stage]} and {', '.join(sorted(OWN))}")
+    if not values:
+        return
+    import trl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            getattr(trl, CONFIG_CLASSES[stage])(output_dir=tmp, use_cpu=True, report_to="none", **_trl_part(cfg))
+        except (ValueError, TypeError) as e:
+            raise SettingsError(f"{where}: trl.{CONFIG_CLASSES[stage]} refuses the settings: {e}") from e
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _files(folder: str) -> dict[str, int]:
+    return {os.path.relpath(os.path.join(d, f), folder): os.path.getsize(os.path.join(d, f))
+            for d, _, names in os.walk(folder) for f in names if not f.startswith(COMPLETE)}
+
+
+def mark_complete(folder: str, step: int) -> None:
+    """Seal a checkpoint: its step and every file with its size, written last and atomically."""
+    tmp = os.path.join(folder, COMPLETE + ".tmp")
+    seal = {"step": step, "files": _files(folder)}
+    with open(tmp, "w") as f:
+        json.dump(seal, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(folder, COMPLETE))
+
+
+def newest_complete(folder: str) -> str | None:
+    """The newest checkpoint under ``folder`` whose seal lists files that are all there with their
+    sizes; a checkpoint a kill cut short (no seal, a file missing or shorter) is passed over."""
+    if not os.path.isdir(folder):
+        return None
+    steps = sorted((int(m[1]), name) for name in os.listdir(folder) if (m := re.fullmatch(r"checkpoint-(\d+)", name)))
+    for step, name in reversed(steps):
+        path = os.path.join(folder, name)
+        try:
+            with open(os.path.join(path, COMPLETE)) as f:
+                seal = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if seal.get("step") == step and all(
+                os.path.isfile(os.path.join(path, p)) and os.path.getsize(os.path.join(path, p)) == n
+                for p, n in seal.get("files", {}).items()):
+            return path
+    return None
+
+
+def _sealing_callback():
+    from transformers import TrainerCallback
+
+    class SealCheckpoint(TrainerCallback):
+        """After the trainer has saved a checkpoint (model, optimizer, scheduler, RNG, state), seal it."""
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if state.is_world_process_zero and os.path.isdir(folder):
+                mark_complete(folder, state.global_step)
+
+    return SealCheckpoint()
+
+
+def _checkpointing(cfg: dict, out_dir: str) -> dict:
+    """TRL arguments for checkpoints every ``save_steps`` steps (none without it) in the job's
+    checkpoint folder."""
+    return {"output_dir": checkpoint_dir(out_dir), "save_strategy": "steps" if cfg.get("save_steps") else "no",
+            "save_only_model": False}
+
+
+def _train(trainer, out_dir: str) -> str | None:
+    """Train, resuming from the newest complete checkpoint of an earlier run of the same job (a job
+    killed at its time limit, then retried); returns the checkpoint it resumed from."""
+    resume = newest_complete(checkpoint_dir(out_dir))
+    if resume:
+        logging.getLogger(__name__).info("resuming from %s", resume)
+    trainer.add_callback(_sealing_callback())
+    trainer.train(resume_from_checkpoint=resume)
+    return resume
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PATH_SETTINGS = ("fsdp_config", "deepspeed")  # files shipped in the repository (envs/fsdp2.json)
+
+
+def _trl_part(cfg: dict) -> dict:
+    """The TRL settings; a relative ``fsdp_config`` or ``deepspeed`` file that is not in the working
+    directory is the repository's (``envs/fsdp2.json``), wherever the workflow runs."""
+    out = {k: v for k, v in cfg.items() if k not in OWN}
+    for key in PATH_SETTINGS:
+        path = out.get(key)
+        if isinstance(path, str) and not os.path.isabs(path) and not os.path.exists(path) \
+                and os.path.exists(os.path.join(REPO, path)):
+            out[key] = os.path.join(REPO, path)
+    return out
+
+
+def _own_part(cfg: dict) -> dict:
+    return {**OWN, **{k: v for k, v in cfg.items() if k in OWN}}
 
 
 def _load_rows(paths: list[str], columns: list[str], build, drop: list[str]):
@@ -84,16 +229,23 @@ def _freeze_vision(model) -> None:
     visual.requires_grad_(False)
 
 
-def _finish(trainer, processor, out_dir: str, stage: str, cfg: dict, seed: int, n_rows: int, seconds: float) -> dict:
+def _finish(trainer, processor, out_dir: str, stage: str, cfg: dict, seed: int, n_rows: int, seconds: float,
+            resumed: str | None = None) -> dict:
+    """Save the model and processor to ``out_dir`` with ``metrics.json``; the checkpoints, no longer
+    needed, are removed."""
     trainer.save_model(out_dir)
+    if not trainer.is_world_process_zero():  # one process of several: the first one writes the rest
+        return {}
     processor.save_pretrained(out_dir)
     metrics = {
         "stage": stage, "seed": seed, "n_rows": n_rows, "steps": trainer.state.global_step,
-        "train_time_s": round(seconds, 3), "config": cfg,
+        "train_time_s": round(seconds, 3), "config": cfg, "resumed_from": resumed,
         "log": [h for h in trainer.state.log_history if "loss" in h],
     }
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1, sort_keys=True)
+    if trainer.args.should_save:
+        shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
     return metrics
 
 
@@ -101,15 +253,14 @@ def sft(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed:
     """Supervised fine-tuning on teacher traces with TRL's ``SFTTrainer``, loss on assistant tokens only.
 
     Shards need the canonical ``question``, ``choices`` and ``image`` columns plus ``response`` (the
-    ``<think>…</think>\\n<answer>…</answer>`` trace). ``cfg`` keys and defaults: ``SFT_DEFAULTS``;
-    ``warmup_ratio`` is a fraction of the total steps. Saves model and processor to ``out_dir`` and
+    ``<think>…</think>\\n<answer>…</answer>`` trace). ``cfg``: ``trl.SFTConfig`` fields and ``OWN``
+    (``check_settings``); a float ``warmup_steps`` below 1 is a fraction of the total steps. Saves model and processor to ``out_dir`` and
     returns (and writes to ``out_dir/metrics.json``) the loss log, step count, train time and row count.
     Deterministic given ``seed`` on CPU."""
     from trl import SFTConfig, SFTTrainer
 
-    c = _resolve(cfg, SFT_DEFAULTS, "sft")
-    if not 0 <= c["warmup_ratio"] < 1:
-        raise ValueError(f"sft warmup_ratio {c['warmup_ratio']} must be in [0, 1)")
+    check_settings("sft", cfg)
+    c = _own_part(cfg)
 
     def build(row):
         answer = {"role": "assistant", "content": [{"type": "text", "text": row["response"]}]}
@@ -121,18 +272,12 @@ def sft(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed:
     model = load_model(model_dir, dtype="float32")
     if c["freeze_vision"]:
         _freeze_vision(model)
-    args = SFTConfig(
-        output_dir=out_dir, seed=seed, data_seed=seed, learning_rate=c["learning_rate"],
-        num_train_epochs=c["epochs"], max_steps=c["max_steps"], per_device_train_batch_size=c["per_device_batch_size"],
-        gradient_accumulation_steps=c["gradient_accumulation_steps"], lr_scheduler_type=c["lr_scheduler_type"],
-        warmup_steps=c["warmup_ratio"], weight_decay=c["weight_decay"], max_length=c["max_length"],
-        activation_checkpointing=c["gradient_checkpointing"], assistant_only_loss=True,
-        logging_steps=c["logging_steps"], save_strategy="no", report_to="none", dataloader_num_workers=0,
-        **_precision_args())
+    args = SFTConfig(**_trl_part(cfg), **_checkpointing(cfg, out_dir), seed=seed, data_seed=seed,
+                     assistant_only_loss=True, report_to="none", dataloader_num_workers=0, **_precision_args())
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
     start = time.time()
-    trainer.train()
-    return _finish(trainer, processor, out_dir, "sft", c, seed, len(data), time.time() - start)
+    resumed = _train(trainer, out_dir)
+    return _finish(trainer, processor, out_dir, "sft", cfg, seed, len(data), time.time() - start, resumed)
 
 
 def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed: int) -> dict:
@@ -140,16 +285,18 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
     "sequence"``) with the per-sequence ``"grpo"`` loss, no KL term, the GSPO clip range, and rewards
     ``accuracy_reward``/``format_reward`` weighted by ``mmfr.rewards.reward_weights()``.
 
-    Shards need ``question``, ``choices``, ``image``, ``answer`` and ``answer_type``. ``cfg`` keys and
-    defaults: ``GSPO_DEFAULTS``; ``per_device_batch_size`` counts completions, so each step sees
-    ``per_device_batch_size / num_generations`` prompts. Saves like ``sft``; the log holds per-step
+    Shards need ``question``, ``choices``, ``image``, ``answer`` and ``answer_type``. ``cfg``:
+    ``trl.GRPOConfig`` fields and ``OWN``; ``per_device_train_batch_size`` counts completions, so each
+    step sees ``per_device_train_batch_size / num_generations`` prompts. Saves like ``sft``; the log holds per-step
     loss, mean total reward and the mean of each reward function."""
     from trl import GRPOConfig, GRPOTrainer
 
-    c = _resolve(cfg, GSPO_DEFAULTS, "gspo")
-    if c["per_device_batch_size"] % c["num_generations"]:
-        raise ValueError(f"gspo per_device_batch_size {c['per_device_batch_size']} must be a multiple of "
-                         f"num_generations {c['num_generations']}")
+    check_settings("gspo", cfg)
+    c = _own_part(cfg)
+    batch, group = cfg.get("per_device_train_batch_size", 8), cfg.get("num_generations", 8)
+    if batch % group:
+        raise SettingsError(f"train.gspo.per_device_train_batch_size {batch} must be a multiple of "
+                            f"num_generations {group}")
 
     def build(row):
         return {"prompt": student_messages(row["question"], row["choices"])}
@@ -164,23 +311,14 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
     model = load_model(model_dir, dtype="float32")
     if c["freeze_vision"]:
         _freeze_vision(model)
-    args = GRPOConfig(
-        output_dir=out_dir, seed=seed, data_seed=seed, learning_rate=c["learning_rate"], max_steps=c["max_steps"],
-        per_device_train_batch_size=c["per_device_batch_size"],
-        gradient_accumulation_steps=c["gradient_accumulation_steps"], num_generations=c["num_generations"],
-        num_iterations=c["num_iterations"], temperature=c["temperature"], top_p=c["top_p"],
-        max_completion_length=c["max_completion_length"], lr_scheduler_type=c["lr_scheduler_type"],
-        warmup_steps=c["warmup_steps"], weight_decay=c["weight_decay"],
-        importance_sampling_level="sequence", loss_type="grpo", beta=c["beta"], epsilon=c["epsilon"],
-        epsilon_high=c["epsilon_high"], reward_weights=reward_weights(),
-        activation_checkpointing=c["gradient_checkpointing"], logging_steps=c["logging_steps"], save_strategy="no",
-        report_to="none", dataloader_num_workers=0, log_completions=False,
-        **_precision_args())
+    args = GRPOConfig(**_trl_part(cfg), **_checkpointing(cfg, out_dir), seed=seed, data_seed=seed,
+                      importance_sampling_level="sequence", loss_type="grpo", reward_weights=reward_weights(),
+                      report_to="none", dataloader_num_workers=0, log_completions=False, **_precision_args())
     trainer = GRPOTrainer(model=model, args=args, train_dataset=data, processing_class=processor,
                           reward_funcs=[accuracy_reward, format_reward])
     start = time.time()
-    trainer.train()
-    return _finish(trainer, processor, out_dir, "gspo", c, seed, len(data), time.time() - start)
+    resumed = _train(trainer, out_dir)
+    return _finish(trainer, processor, out_dir, "gspo", cfg, seed, len(data), time.time() - start, resumed)
 
 
 def subset_files(subset_dir: str) -> list[str]:
@@ -194,3 +332,48 @@ def subset_files(subset_dir: str) -> list[str]:
         raise ValueError(f"subset {subset_dir} has no rows to train on: loosen its filter in config "
                          f"(subsets[].where or selection.rl.fraction)")
     return files
+
+
+# --------------------------------------------------------------------------- one process per GPU
+
+def run(stage: str, model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed: int,
+        processes: int = 1) -> dict:
+    """``sft`` or ``gspo`` in this process, or with ``processes`` > 1 in that many (one per GPU of the
+    job; gloo on a CPU), launched by ``torch.distributed.run``: the global batch is then
+    ``per_device_train_batch_size * gradient_accumulation_steps * processes``, and sharding (FSDP,
+    DeepSpeed) comes from the TRL settings (``fsdp``, ``fsdp_config``, ``deepspeed``)."""
+    import subprocess
+    import sys
+
+    if stage not in CONFIG_CLASSES:
+        raise ValueError(f"unknown training stage {stage!r}")
+    if processes <= 1:
+        return {"sft": sft, "gspo": gspo}[stage](model_dir, train_parquet, out_dir, cfg, seed)
+    check_settings(stage, cfg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           "-m", "mmfr.train", stage, model_dir, out_dir, "--seed", str(seed), "--settings", json.dumps(cfg),
+           "--data", *train_parquet]
+    logging.getLogger(__name__).info("launching %d processes: %s", processes, " ".join(cmd[:6]))
+    subprocess.run(cmd, check=True)
+    with open(os.path.join(out_dir, "metrics.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One process of a multi-process training run (``run`` starts them)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m mmfr.train")
+    p.add_argument("stage", choices=sorted(CONFIG_CLASSES))
+    p.add_argument("model_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--settings", default="{}", help="the stage's settings as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    {"sft": sft, "gspo": gspo}[a.stage](a.model_dir, a.data, a.out_dir, json.loads(a.settings), a.seed)
+
+
+if __name__ == "__main__":
+    main()

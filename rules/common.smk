@@ -10,6 +10,7 @@ from mmfr.config import (
     canonicalise,
     check_config,
     check_filters,
+    check_training,
     generation_groups,
     is_grouped,
 )
@@ -18,8 +19,9 @@ check_config(config)
 # mappings in sorted key order: Snakemake compares params as written, so every way of giving the
 # same config (overlay order, profile or command line) must give the same params
 canonicalise(config)
-if workflow.is_main_process:  # needs duckdb; the jobs' own parses skip it
+if workflow.is_main_process:  # needs duckdb and TRL; the jobs' own parses skip them
     check_filters(config)
+    check_training(config)
 
 SEED = config["seed"]
 SOURCES = {s["name"]: s for s in config["sources"]}

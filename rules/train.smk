@@ -27,6 +27,7 @@ rule sft:
         mem_mb=16000,
     params:
         cfg=config["train"]["sft"],
+        processes=max(1, config["train"]["gpus"]),
         seed=SEED,
     script:
         "../scripts/sft.py"
@@ -47,6 +48,7 @@ rule gspo:
         mem_mb=16000,
     params:
         cfg=config["train"]["gspo"],
+        processes=max(1, config["train"]["gpus"]),
         seed=SEED,
     script:
         "../scripts/gspo.py"

@@ -1,5 +1,6 @@
 from mmfr.snake import step
-from mmfr.train import sft, subset_files
+from mmfr.train import run, subset_files
 
 with step(snakemake) as s:
-    sft(s.input.base, subset_files(s.input.data), s.output[0], s.params.cfg, s.params.seed)
+    run("sft", s.input.base, subset_files(s.input.data), s.output[0], s.params.cfg, s.params.seed,
+        processes=s.params.processes)

@@ -241,7 +241,8 @@ def test_sft_then_gspo(tiny, tmp_path):
     from mmfr.train import gspo, sft
 
     shard = write_shard(tmp_path / "train.parquet")
-    cfg = {"max_steps": 4, "per_device_batch_size": 4, "logging_steps": 1, "learning_rate": 1e-3}
+    cfg = {"max_steps": 4, "per_device_train_batch_size": 4, "logging_steps": 1, "learning_rate": 1e-3,
+           "lr_scheduler_type": "cosine", "warmup_steps": 0.03, "activation_checkpointing": False}
     runs = [sft(str(tiny), [shard], str(tmp_path / f"sft{i}"), cfg, seed=0) for i in range(2)]
     losses = [[h["loss"] for h in m["log"]] for m in runs]
     assert len(losses[0]) == 4 and all(math.isfinite(x) for x in losses[0]) and losses[0] == losses[1]
@@ -259,13 +260,14 @@ def test_sft_then_gspo(tiny, tmp_path):
     assert all(r.finish_reason in FINISH for r in TransformersBackend(spec).generate(requests, keyed(spec, requests)))
 
     metrics = gspo(str(tmp_path / "sft0"), [shard], str(tmp_path / "gspo"),
-                   {"max_steps": 2, "max_completion_length": 16}, seed=0)
+                   {"max_steps": 2, "max_completion_length": 16, "per_device_train_batch_size": 8,
+                    "num_generations": 4, "logging_steps": 1, "activation_checkpointing": False}, seed=0)
     assert [h["step"] for h in metrics["log"]] == [1, 2]
     for h in metrics["log"]:
         assert {"loss", "reward", "rewards/accuracy_reward/mean", "rewards/format_reward/mean"} <= set(h)
         assert math.isfinite(h["loss"]) and 0.0 <= h["reward"] <= 1.0
     assert load_processor(str(tmp_path / "gspo")).tokenizer.eos_token == "<|im_end|>"
-    with pytest.raises(ValueError, match="unknown gspo config keys"):
+    with pytest.raises(ValueError, match="train.gspo.lr: unknown key"):
         gspo(str(tmp_path / "sft0"), [shard], str(tmp_path / "x"), {"lr": 1.0}, seed=0)
 
 

@@ -39,7 +39,6 @@ def test_config_errors_name_the_key(config, edit, key):
     (lambda c: c["verify"].update(min_cot_wrds=10), "verify.min_cot_wrds: unknown key (did you mean 'min_cot_words'?"),
     (lambda c: c["models"]["trace"].update(temprature=0.6), "models.trace.temprature: unknown key"),
     (lambda c: c["sources"][0].update(shards="four"), "sources[0].shards: 'four' is not of type 'integer'"),
-    (lambda c: c["train"]["sft"].update(learnig_rate=1e-5), "train.sft.learnig_rate: unknown key (did you mean 'learning_rate'?"),
 ])
 def test_schema_errors_name_the_key(config, edit, key):
     from mmfr.config import check_schema
@@ -120,9 +119,28 @@ def test_rl_draw_is_per_sample_and_stable():
     assert drawn != [i for i in ids if in_rl(8, i, 0.1)]  # another seed, another draw
 
 
-def test_the_schema_types_every_training_setting_the_trainers_know():
-    from mmfr.train import GSPO_DEFAULTS, SFT_DEFAULTS
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["train"]["sft"].update(learnig_rate=1e-5), "train.sft.learnig_rate: unknown key (did you mean 'learning_rate'"),
+    (lambda c: c["train"]["gspo"].update(num_generation=4), "train.gspo.num_generation: unknown key (did you mean 'num_generations'"),
+    (lambda c: c["train"]["sft"].update(output_dir="/x"), "train.sft.output_dir: set by mmfr"),
+    (lambda c: c["students"][0].update(warmup={"n_per_family": 2, "epochs": 2}), "students[0].warmup.epochs: unknown key"),
+])
+def test_training_settings_are_trl_s_own_fields(config, edit, message):
+    """train.sft and train.gspo are checked against TRL's SFTConfig and GRPOConfig themselves."""
+    from mmfr.config import check_training
 
-    schema = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())["properties"]["train"]["properties"]
-    assert set(schema["sft"]["properties"]) == set(SFT_DEFAULTS)
-    assert set(schema["gspo"]["properties"]) == set(GSPO_DEFAULTS)
+    check_training(config)
+    edit(config)
+    with pytest.raises(ConfigError) as error:
+        check_training(config)
+    assert message in str(error.value)
+
+
+def test_a_training_value_trl_refuses_is_named_before_the_model_loads():
+    from mmfr.train import check_settings, SettingsError
+
+    check_settings("sft", {"lr_scheduler_type": "cosine", "warmup_steps": 0.03})
+    with pytest.raises(SettingsError, match="train.sft: trl.SFTConfig refuses the settings"):
+        check_settings("sft", {"lr_scheduler_type": "sideways"})
+
+
