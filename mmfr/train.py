@@ -157,6 +157,7 @@ def _checkpointing(cfg: dict, out_dir: str) -> dict:
 def _train(trainer, out_dir: str) -> str | None:
     """Train, resuming from the newest complete checkpoint of an earlier run of the same job (a job
     killed at its time limit, then retried); returns the checkpoint it resumed from."""
+    os.makedirs(out_dir, exist_ok=True)  # the output is under way (Snakemake's record of a job in flight)
     resume = newest_complete(checkpoint_dir(out_dir))
     if resume:
         logging.getLogger(__name__).info("resuming from %s", resume)
