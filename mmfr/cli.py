@@ -48,7 +48,7 @@ def show(path: str) -> None:
           "FROM scores WHERE category = '(all)' ORDER BY size, subset NULLS FIRST, stage, benchmark")
     print("\nWhere things are:")
     print("  datasets   data/subsets/<subset>/  (datasets.load_dataset('data/subsets/<subset>'))")
-    print("  models     models/<subset>/<size>/{sft,gspo}/  (transformers checkpoints)")
+    print("  models     models/<subset>/<size>/{sft,gspo,dpo}/  (transformers checkpoints)")
     print("  scores     results/scores/<subset>/<size>/scores.tsv, per-item answers beside them")
     print(f"  summary    {path}  (duckdb; tables: {', '.join(r[0] for r in con.execute('SHOW TABLES').fetchall())})")
     print("  provenance provenance/<artifact>.json")

@@ -37,7 +37,8 @@ def rule_gpus(config: dict) -> dict[str, int]:
         gpus["evaluate"] = max(gpus["evaluate"], gpus["evaluate_judge"])
     train = int(config["train"].get("gpus", 0))
     return {**gpus, "trace": model_gpus(config, "trace"), "expand": model_gpus(config, "expand"),
-            "pass_rate": model_gpus(config, "proxy"), "sft": train, "gspo": train, "base_model": 0}
+            "pass_rate": model_gpus(config, "proxy"), "sft": train, "gspo": train, "dpo": train,
+            "base_model": 0}
 
 
 def family(rule_name: str) -> str:

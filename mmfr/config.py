@@ -156,6 +156,9 @@ def check_config(config: dict) -> None:
     rl = config["selection"]["rl"]["name"]
     if rl in {s["name"] for s in config["subsets"]}:
         raise ConfigError(f"selection.rl.name: {rl!r} is also the name of an SFT subset")
+    stages = config["train"].get("stages", ["sft", "gspo"])
+    if not stages or stages[0] != "sft":
+        raise ConfigError(f"train.stages: {stages} must begin with sft (gspo and dpo start from its model)")
     families = set()
     for i, s in enumerate(config["sources"]):
         if s["kind"] == "synthetic":
@@ -210,12 +213,16 @@ def _check_role(block: dict, key: str) -> None:
 
 
 def check_training(config: dict) -> None:
-    """The keys of ``train.sft``, ``train.gspo`` (and a demo student's ``warmup``) against TRL's own
+    """The keys of ``train.sft``, ``train.gspo``, ``train.dpo`` (and a demo student's ``warmup``) against TRL's own
     config classes, so a misspelt setting fails here, naming the valid keys, and not in the training
     job (which checks the values too). The Snakefile runs it in the main process only."""
     from mmfr.train import check_settings, SettingsError
 
-    blocks = [("sft", config["train"]["sft"], "train.sft"), ("gspo", config["train"]["gspo"], "train.gspo")]
+    blocks = [(stage, config["train"].get(stage), f"train.{stage}") for stage in ("sft", "gspo", "dpo")]
+    gspo = config["train"].get("gspo") or {}
+    if "gspo" in config["train"].get("stages", []) and gspo.get("use_vllm") and not config["train"].get("gpus"):
+        raise ConfigError("train.gspo.use_vllm: vLLM rollouts need GPUs and train.gpus is 0; set use_vllm: false "
+                          "to generate the rollouts with transformers (the CPU path)")
     for i, student in enumerate(config["students"]):
         if student.get("warmup"):
             warm = {k: v for k, v in student["warmup"].items() if k != "n_per_family"}

@@ -272,12 +272,17 @@ def plot_scores(con, path: str) -> None:
 
 
 def plot_training(con, path: str) -> None:
-    """SFT loss and GSPO reward against the training step, one line per model."""
-    _plot(path, [(f"{stage.upper()} {metric}",
-                  con.execute(f"SELECT model, step, {metric} FROM training WHERE {metric} IS NOT NULL "
-                              "AND model LIKE ? ORDER BY model, step", [f"%/{stage}"]).fetchall(),
-                  partial(_lines, x="step", y=metric), f"{stage} {metric}")
-                 for metric, stage in (("loss", "sft"), ("reward", "gspo"))])
+    """SFT loss and GSPO reward against the training step, one line per model; DPO's reward margin
+    too where the build trained DPO."""
+    def curves(metric, stage):
+        return con.execute(f"SELECT model, step, {metric} FROM training WHERE {metric} IS NOT NULL "
+                           "AND model LIKE ? ORDER BY model, step", [f"%/{stage}"]).fetchall()
+
+    panels = [("loss", "sft"), ("reward", "gspo")]
+    if curves("reward_margin", "dpo"):
+        panels.append(("reward_margin", "dpo"))
+    _plot(path, [(f"{stage.upper()} {metric.replace('_', ' ')}", curves(metric, stage),
+                  partial(_lines, x="step", y=metric), f"{stage} {metric}") for metric, stage in panels])
 
 
 PLOTS = {

@@ -172,18 +172,19 @@ def _benchmark_scores(path: str) -> dict[str, tuple[float, int]]:
 
 
 def _training(con, model_dirs: list[str]) -> None:
+    # reward: GSPO's mean reward; reward_margin: DPO's implicit reward of chosen over rejected
     con.execute("CREATE TABLE training (model VARCHAR, step BIGINT, loss DOUBLE, reward DOUBLE, "
-                "learning_rate DOUBLE)")
+                "learning_rate DOUBLE, reward_margin DOUBLE)")
     for d in model_dirs:
         path = os.path.join(d, "metrics.json")
         if not os.path.exists(path):
             continue
         with open(path) as f:
             metrics = json.load(f)
-        rows = [(d.removeprefix("models/"), h.get("step"), h.get("loss"), h.get("reward"), h.get("learning_rate"))
-                for h in metrics.get("log", []) if "loss" in h]
+        rows = [(d.removeprefix("models/"), h.get("step"), h.get("loss"), h.get("reward"), h.get("learning_rate"),
+                 h.get("rewards/margins")) for h in metrics.get("log", []) if "loss" in h]
         if rows:
-            con.executemany("INSERT INTO training VALUES (?, ?, ?, ?, ?)", rows)
+            con.executemany("INSERT INTO training VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
 def _provenance(con, artifacts: list[str]) -> None:

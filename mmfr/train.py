@@ -1,6 +1,7 @@
-"""Student training with TRL: SFT on teacher traces, then GSPO with verifiable rewards.
+"""Student training with TRL: SFT on teacher traces, then GSPO with verifiable rewards, or DPO on
+pairs of a correct and a wrong trace of one question (``mmfr.pairs``).
 
-Both stages read parquet shards of canonical records (``mmfr.schema``), build conversational rows
+The stages read parquet shards of canonical records (``mmfr.schema``), build conversational rows
 with the student prompt (``mmfr.prompts.student_messages``) and keep each record's image column as
 is (TRL's vision collator turns ``image`` into ``images`` and the processor converts to RGB), so
 no image is decoded or re-encoded while preparing the dataset. Outputs are a model directory that
@@ -22,15 +23,16 @@ from mmfr.prompts import student_messages
 from mmfr.rewards import accuracy_reward, format_reward, reward_weights
 
 # Training settings are TRL's own: ``train.sft`` keys are fields of ``trl.SFTConfig``, ``train.gspo``
-# keys fields of ``trl.GRPOConfig``, with TRL's defaults (the recipe's values are in config.yaml).
+# keys fields of ``trl.GRPOConfig``, ``train.dpo`` keys fields of ``trl.DPOConfig``, with TRL's defaults (the recipe's values are in config.yaml).
 # Beside them, the few settings mmfr itself applies, and those a job or the recipe's method fixes.
 OWN = {"freeze_vision": True, "max_pixels": None, "min_pixels": None}  # vision tower frozen; image bounds
-CONFIG_CLASSES = {"sft": "SFTConfig", "gspo": "GRPOConfig"}
+CONFIG_CLASSES = {"sft": "SFTConfig", "gspo": "GRPOConfig", "dpo": "DPOConfig"}
 _JOB = {"output_dir", "seed", "data_seed", "save_strategy", "save_only_model", "overwrite_output_dir",
         "resume_from_checkpoint", "report_to", "dataloader_num_workers", "use_cpu", "bf16", "fp16"}
 FIXED = {  # set by mmfr for every run: a config key naming one of these is an error
     "sft": _JOB | {"assistant_only_loss"},
     "gspo": _JOB | {"importance_sampling_level", "loss_type", "reward_weights", "log_completions"},
+    "dpo": _JOB,
 }
 COMPLETE = "mmfr-complete.json"  # written into a checkpoint once everything of it is on disk
 
@@ -222,12 +224,40 @@ def _precision_args() -> dict:
     return {"use_cpu": True, "bf16": False}
 
 
+def _require_vllm() -> None:
+    """vLLM rollouts (``train.gspo.use_vllm``) need a GPU and vLLM in the job's environment."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SettingsError("train.gspo.use_vllm: vLLM rollouts need a GPU and this job sees none; set "
+                            "use_vllm: false for transformers generate")
+    if importlib.util.find_spec("vllm") is None:
+        raise SettingsError("train.gspo.use_vllm: vllm is not installed in this job's environment "
+                            "(envs/gspo.yaml; run Snakemake with --software-deployment-method conda)")
+
+
 def _freeze_vision(model) -> None:
     """Freeze the vision tower and its merger (the projector): both live under ``model.model.visual``."""
     visual = getattr(getattr(model, "model", None), "visual", None)
     if visual is None:
         raise ValueError(f"freeze_vision: {type(model).__name__} has no .model.visual to freeze")
     visual.requires_grad_(False)
+
+
+def _student(model_dir: str, c: dict):
+    """The processor (with the configured image bounds) and the float32 model, its vision tower frozen
+    if so configured."""
+    processor = _processor(model_dir, c)
+    model = load_model(model_dir, dtype="float32")
+    if c["freeze_vision"]:
+        _freeze_vision(model)
+    return processor, model
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 def _finish(trainer, processor, out_dir: str, stage: str, cfg: dict, seed: int, n_rows: int, seconds: float,
@@ -264,15 +294,11 @@ def sft(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed:
     c = _own_part(cfg)
 
     def build(row):
-        answer = {"role": "assistant", "content": [{"type": "text", "text": row["response"]}]}
-        return {"messages": student_messages(row["question"], row["choices"]) + [answer]}
+        return {"messages": student_messages(row["question"], row["choices"]) + [_assistant(row["response"])]}
 
     data = _load_rows(train_parquet, ["question", "choices", "image", "response"], build,
                       drop=["question", "choices", "response"])
-    processor = _processor(model_dir, c)
-    model = load_model(model_dir, dtype="float32")
-    if c["freeze_vision"]:
-        _freeze_vision(model)
+    processor, model = _student(model_dir, c)
     args = SFTConfig(**_trl_part(cfg), **_checkpointing(cfg, out_dir), seed=seed, data_seed=seed,
                      assistant_only_loss=True, report_to="none", dataloader_num_workers=0, **_precision_args())
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
@@ -294,6 +320,8 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
 
     check_settings("gspo", cfg)
     c = _own_part(cfg)
+    if cfg.get("use_vllm"):
+        _require_vllm()
     batch, group = cfg.get("per_device_train_batch_size", 8), cfg.get("num_generations", 8)
     if batch % group:
         raise SettingsError(f"train.gspo.per_device_train_batch_size {batch} must be a multiple of "
@@ -305,13 +333,10 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
     # answer, answer_type and choices stay: TRL passes them to the reward functions
     data = _load_rows(train_parquet, ["question", "choices", "image", "answer", "answer_type"], build,
                       drop=["question"])
-    processor = _processor(model_dir, c)
+    processor, model = _student(model_dir, c)
     # TRL re-runs the processor on the prompts to rebuild mm_token_type_ids; with right padding they
     # no longer line up with the left-padded prompt ids whenever prompt lengths differ in a batch.
     processor.tokenizer.padding_side = "left"
-    model = load_model(model_dir, dtype="float32")
-    if c["freeze_vision"]:
-        _freeze_vision(model)
     args = GRPOConfig(**_trl_part(cfg), **_checkpointing(cfg, out_dir), seed=seed, data_seed=seed,
                       importance_sampling_level="sequence", loss_type="grpo", reward_weights=reward_weights(),
                       report_to="none", dataloader_num_workers=0, log_completions=False, **_precision_args())
@@ -322,16 +347,48 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
     return _finish(trainer, processor, out_dir, "gspo", cfg, seed, len(data), time.time() - start, resumed)
 
 
-def subset_files(subset_dir: str) -> list[str]:
-    """The parquet shards of a subset written by ``mmfr.subsets.build``; an empty subset is an error."""
+def dpo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed: int) -> dict:
+    """DPO with TRL's ``DPOTrainer`` on preference pairs (``mmfr.pairs``): the student prompt with the
+    image, a verified-correct trace as ``chosen`` and a wrong one as ``rejected``; the reference model
+    is the starting model (a frozen copy TRL makes). Shards need ``question``, ``choices``, ``image``,
+    ``chosen`` and ``rejected``. ``cfg``: ``trl.DPOConfig`` fields and ``OWN``. Saves like ``sft``;
+    the log holds TRL's loss, reward margins and accuracies per logging step."""
+    from trl import DPOConfig, DPOTrainer
+
+    check_settings("dpo", cfg)
+    c = _own_part(cfg)
+
+    def build(row):
+        return {"prompt": student_messages(row["question"], row["choices"]),
+                "chosen": [_assistant(row["chosen"])], "rejected": [_assistant(row["rejected"])]}
+
+    data = _load_rows(train_parquet, ["question", "choices", "image", "chosen", "rejected"], build,
+                      drop=["question", "choices", "chosen", "rejected"])
+    processor, model = _student(model_dir, c)
+    args = DPOConfig(**_trl_part(cfg), **_checkpointing(cfg, out_dir), seed=seed, data_seed=seed,
+                     report_to="none", dataloader_num_workers=0, **_precision_args())
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
+    start = time.time()
+    resumed = _train(trainer, out_dir)
+    return _finish(trainer, processor, out_dir, "dpo", cfg, seed, len(data), time.time() - start, resumed)
+
+
+STAGES = {"sft": sft, "gspo": gspo, "dpo": dpo}
+
+
+def subset_files(data_dir: str) -> list[str]:
+    """The parquet shards of a subset (``mmfr.subsets.build``) or of its preference pairs
+    (``mmfr.pairs.build``); one with no rows is an error naming what to change."""
     import glob
 
     import pyarrow.parquet as pq
 
-    files = sorted(glob.glob(os.path.join(subset_dir, "data", "*.parquet")))
+    files = sorted(glob.glob(os.path.join(data_dir, "data", "*.parquet")))
     if not files or sum(pq.ParquetFile(f).metadata.num_rows for f in files) == 0:
-        raise ValueError(f"subset {subset_dir} has no rows to train on: loosen its filter in config "
-                         f"(subsets[].where or selection.rl.fraction)")
+        fix = ("annotate.traces_per_sample (pairs need a right and a wrong trace of one question) or "
+               "selection.pairs.per_question" if "pairs" in os.path.normpath(data_dir).split(os.sep)
+               else "subsets[].where or selection.rl.fraction")
+        raise ValueError(f"{data_dir} has no rows to train on: change {fix} in config")
     return files
 
 
@@ -339,7 +396,7 @@ def subset_files(subset_dir: str) -> list[str]:
 
 def run(stage: str, model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed: int,
         processes: int = 1) -> dict:
-    """``sft`` or ``gspo`` in this process, or with ``processes`` > 1 in that many (one per GPU of the
+    """``sft``, ``gspo`` or ``dpo`` in this process, or with ``processes`` > 1 in that many (one per GPU of the
     job; gloo on a CPU), launched by ``torch.distributed.run``: the global batch is then
     ``per_device_train_batch_size * gradient_accumulation_steps * processes``, and sharding (FSDP,
     DeepSpeed) comes from the TRL settings (``fsdp``, ``fsdp_config``, ``deepspeed``)."""
@@ -349,7 +406,7 @@ def run(stage: str, model_dir: str, train_parquet: list[str], out_dir: str, cfg:
     if stage not in CONFIG_CLASSES:
         raise ValueError(f"unknown training stage {stage!r}")
     if processes <= 1:
-        return {"sft": sft, "gspo": gspo}[stage](model_dir, train_parquet, out_dir, cfg, seed)
+        return STAGES[stage](model_dir, train_parquet, out_dir, cfg, seed)
     check_settings(stage, cfg)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
            "-m", "mmfr.train", stage, model_dir, out_dir, "--seed", str(seed), "--settings", json.dumps(cfg),
@@ -373,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    {"sft": sft, "gspo": gspo}[a.stage](a.model_dir, a.data, a.out_dir, json.loads(a.settings), a.seed)
+    STAGES[a.stage](a.model_dir, a.data, a.out_dir, json.loads(a.settings), a.seed)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ SUBSETS = {s["name"]: s for s in config["subsets"]}
 RL = config["selection"]["rl"]
 STUDENTS = {s["size"]: s for s in config["students"]}
 SCORE_TARGETS = [(subset, size) for subset in SUBSETS for size in STUDENTS]
-STAGES = ["sft", "gspo"]
+# training after the base model: sft, then gspo and/or dpo (each from sft's model)
+STAGES = config["train"]["stages"]
 # Long Grounded Thoughts: a reasoning model expands each finished trace, or None (off)
 EXPAND = config["models"].get("expand")
 EXPAND_SPEC = {
@@ -153,7 +154,8 @@ def all_score_tables():
 
 
 def scored_models(subset, size):
-    """The checkpoints a score table compares: the base student, then SFT and GSPO on the subset."""
+    """The checkpoints a score table compares: the base student, then each training stage on the
+    subset (train.stages: SFT, GSPO, DPO)."""
     return {"base": f"base/{size}", **{st: f"{subset}/{size}/{st}" for st in STAGES}}
 
 
@@ -191,6 +193,13 @@ def evaluated(wildcards):
         return []
     stem = f"results/scores/{wildcards.model}/{wildcards.bench}"
     return [f"{stem}.generated"] + ([f"{stem}.judged"] if judge_groups() else [])
+
+
+def gspo_env():
+    """GSPO's environment: with vLLM rollouts (train.gspo.use_vllm) one where TRL and vLLM agree."""
+    if config["train"]["gspo"].get("use_vllm"):
+        return "../envs/gspo.yaml"
+    return "../envs/train.yaml"
 
 
 def all_trained_models():
@@ -237,11 +246,13 @@ def data_artifacts():
 
 
 def score_artifacts(subset, size):
-    """Everything one score table is built from, beyond the data: subsets, checkpoints, answers."""
+    """Everything one score table is built from, beyond the data: subsets (and DPO's pairs),
+    checkpoints, answers."""
     models = scored_models(subset, size)
     return [
         f"data/subsets/{subset}",
         f"data/subsets/{RL['name']}",
+        *([f"data/pairs/{subset}"] if "dpo" in STAGES else []),
         *[f"models/{m}" for m in models.values()],
         *[
             f"results/scores/{m}/{b}.parquet"

@@ -37,3 +37,21 @@ rule subset:
         seed=SEED,
     script:
         "../scripts/subset.py"
+
+
+# DPO's preference pairs: a verified-correct trace of a subset's question against a wrong one
+rule preference_pairs:
+    input:
+        subset=rules.subset.output[0],
+        verified=all_shard_paths("verified"),
+    output:
+        directory("data/pairs/{subset}"),
+    log:
+        "logs/preference_pairs/{subset}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=config["selection"]["pairs"],
+        seed=SEED,
+    script:
+        "../scripts/preference_pairs.py"

@@ -42,7 +42,7 @@ rule gspo:
     log:
         "logs/gspo/{subset}/{size}.log",
     conda:
-        "../envs/train.yaml"
+        gspo_env()
     threads: 2
     resources:
         mem_mb=16000,
@@ -52,3 +52,24 @@ rule gspo:
         seed=SEED,
     script:
         "../scripts/gspo.py"
+
+
+rule dpo:
+    input:
+        sft=rules.sft.output[0],
+        data=rules.preference_pairs.output[0],
+    output:
+        directory("models/{subset}/{size}/dpo"),
+    log:
+        "logs/dpo/{subset}/{size}.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+    params:
+        cfg=config["train"]["dpo"],
+        processes=max(1, config["train"]["gpus"]),
+        seed=SEED,
+    script:
+        "../scripts/dpo.py"

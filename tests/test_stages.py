@@ -26,6 +26,7 @@ def config():
     (lambda c: c["models"]["proxy"].update(model="models/base/70b"), "models.proxy.model"),
     (lambda c: c["models"]["judge"].update(backend="scripted"), "models.judge.backend"),
     (lambda c: c["subsets"][0].update(where="true; DROP TABLE pool"), "subsets[0].where"),
+    (lambda c: c["train"].update(stages=["dpo"]), "train.stages"),
 ])
 def test_config_errors_name_the_key(config, edit, key):
     check_config(config)
@@ -124,9 +125,12 @@ def test_rl_draw_is_per_sample_and_stable():
     (lambda c: c["train"]["gspo"].update(num_generation=4), "train.gspo.num_generation: unknown key (did you mean 'num_generations'"),
     (lambda c: c["train"]["sft"].update(output_dir="/x"), "train.sft.output_dir: set by mmfr"),
     (lambda c: c["students"][0].update(warmup={"n_per_family": 2, "epochs": 2}), "students[0].warmup.epochs: unknown key"),
+    (lambda c: c["train"]["dpo"].update(betta=0.2), "train.dpo.betta: unknown key (did you mean 'beta'"),
+    (lambda c: c["train"].update(gpus=0), "train.gspo.use_vllm: vLLM rollouts need GPUs and train.gpus is 0"),
 ])
 def test_training_settings_are_trl_s_own_fields(config, edit, message):
-    """train.sft and train.gspo are checked against TRL's SFTConfig and GRPOConfig themselves."""
+    """train.sft, train.gspo and train.dpo are checked against TRL's SFTConfig, GRPOConfig and
+    DPOConfig themselves."""
     from mmfr.config import check_training
 
     check_training(config)
@@ -144,3 +148,11 @@ def test_a_training_value_trl_refuses_is_named_before_the_model_loads():
         check_settings("sft", {"lr_scheduler_type": "sideways"})
 
 
+
+
+def test_vllm_rollouts_without_a_gpu_stop_the_job_before_the_model_loads(tmp_path):
+    from mmfr.train import SettingsError, gspo
+
+    with pytest.raises(SettingsError, match="train.gspo.use_vllm: vLLM rollouts need a GPU"):
+        gspo(str(tmp_path / "no-model"), ["no-shard.parquet"], str(tmp_path / "out"), {"use_vllm": True}, 0)
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 no-op reruns, narrow reruns after a config change, and byte-identical data across clean runs."""
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -317,3 +318,30 @@ def test_cluster_resources_follow_the_recipe_and_the_site_overlay(tmp_path):
                                   ("evaluate", 1, 64000)]:
         assert f"gpu={gpus}," in jobs[shard_rule] and f"mem_mb={mem}," in jobs[shard_rule], jobs[shard_rule]
         assert "runtime=720" in jobs[shard_rule] and "slurm_partition=gpu" in jobs[shard_rule]
+
+
+LGT_TINY = ("recipes/demo.yaml", "tests/tiny.yaml", "recipes/lgt-demo.yaml", "tests/lgt-tiny.yaml")
+
+
+def test_lgt_demo_trains_dpo_on_pairs_and_scores_it(tmp_path):
+    """The Long Grounded Thoughts demo overlay end to end: several traces per question, pairs of a
+    right and a wrong one, SFT then DPO from the SFT model, and the DPO model scored beside the base
+    and SFT models (GSPO is not in this recipe's stages)."""
+    snakemake(tmp_path, "lgt_tiny_scores", configs=LGT_TINY)
+    pairs = pq.read_table(tmp_path / "data/pairs/lgt/data").to_pylist()
+    subset = pq.read_table(tmp_path / "data/subsets/lgt/data").to_pylist()
+    verified = {(v["id"], v["response"]): v for v in pq.read_table(tmp_path / "data/verified").to_pylist()}
+    assert pairs, "the demo teacher's mistakes give some questions a right and a wrong trace"
+    assert {(r["id"], r["chosen"]) for r in pairs} <= {(r["id"], r["response"]) for r in subset}
+    assert all(verified[(r["id"], r["rejected"])]["verdict"] == "wrong" for r in pairs)
+    card = json.loads((tmp_path / "data/pairs/lgt/README.md").read_text().split("```json\n")[1].split("```")[0])
+    assert card["pairs"] == len(pairs)
+    dpo = json.loads((tmp_path / "models/lgt/tiny/dpo/metrics.json").read_text())
+    assert card["questions_with_pairs"] > card["questions"] / 3
+    assert dpo["stage"] == "dpo" and dpo["steps"] == 3 and dpo["n_rows"] == len(pairs)
+    prov = json.loads((tmp_path / "provenance/models/lgt/tiny/dpo.json").read_text())
+    assert prov["rule"] == "dpo" and "models/lgt/tiny/sft" in json.dumps(prov["inputs"])
+    table = (tmp_path / "results/scores/lgt/tiny/scores.tsv").read_text().splitlines()
+    header = table[0].split("\t")
+    assert {"base", "sft", "dpo"} <= set(header) and "gspo" not in header
+    assert (tmp_path / "results/scores/lgt/tiny/dpo").is_dir() and not (tmp_path / "models/lgt/tiny/gspo").exists()
