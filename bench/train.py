@@ -1,14 +1,17 @@
 """Training on the CPU, measured on the demo's SFT subset (run `make demo` first): padding
-efficiency, tokens/s per process with 1 and 2 processes, checkpoint save and resume times.
+efficiency, tokens/s per process (padded and padding-free batches, 1 and 2 processes), checkpoint
+save and resume times.
 
     .venv/bin/python bench/train.py [--subset data/subsets/mfr123k] [--model models/base/tiny] [--steps 12]
 
-- padding efficiency: real tokens / computed tokens, for batches of ``--batch`` rows in the
-  subset's order padded to their longest row (what training does today), beside the ideal of
-  packing to ``--max-length`` (TRL refuses packing and padding-free batches for image datasets, so
-  the packed figure is what a packing collator would reach, not a measured run);
-- tokens/s per process: the real tokens of ``--steps`` SFT steps over the wall time of
-  ``trainer.train``, with 1 process of ``--batch`` rows and with 2 processes (gloo) of half as many;
+- padding efficiency: real tokens / computed tokens (``mmfr.packing.padding_efficiency``) over the
+  subset's first 256 rows: batches of ``--batch`` rows padded to their longest row (TRL's vision
+  collator); padding-free batches (``padding_free: true``: one row per batch, nothing padded, 1.0
+  by construction in the linear layers); rows packed to ``--max-length`` by best fit decreasing
+  (how full such rows would be);
+- tokens/s per process: the real tokens of ``--steps`` SFT steps (steps x batch x the mean row
+  length) over the wall time of the run, padded and padding-free with 1 process, and padded with 2
+  processes (gloo) of half as many rows each;
 - checkpoint save: the time from a step's end to its checkpoint's seal (model, optimizer,
   scheduler, RNG, state), per checkpoint; resume: the wall time of a run that resumes from the final
   checkpoint with nothing left to train, against one that starts with nothing to train.
@@ -28,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mmfr import train  # noqa: E402
 from mmfr.models import load_processor  # noqa: E402
+from mmfr.packing import padding_efficiency  # noqa: E402
 from mmfr.prompts import student_messages  # noqa: E402
 
 
@@ -51,12 +55,6 @@ def lengths(subset: str, model: str, n: int) -> list[int]:
     return out
 
 
-def padding(lens: list[int], batch: int, max_length: int) -> tuple[float, float]:
-    padded = sum(batch * max(lens[i:i + batch]) for i in range(0, len(lens), batch))
-    packed = -(-sum(lens) // max_length) * max_length
-    return sum(lens) / padded, sum(lens) / packed
-
-
 def timed_sft(model: str, subset: str, out: str, cfg: dict, processes: int = 1) -> tuple[dict, float]:
     start = time.perf_counter()
     metrics = train.run("sft", model, train.subset_files(subset), out, cfg, 0, processes=processes)
@@ -72,19 +70,23 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=512)
     a = p.parse_args()
     lens = lengths(a.subset, a.model, 256)
-    now, ideal = padding(lens, a.batch, a.max_length)
-    print(f"padding efficiency (256 rows, batches of {a.batch}): {now:.3f} padded to the longest row; "
-          f"{ideal:.3f} packed to {a.max_length}; mean row {sum(lens) / len(lens):.0f} tokens")
+    padded = padding_efficiency(lens, a.batch, a.max_length, packed=False)
+    binned = padding_efficiency(lens, a.batch, a.max_length, packed=True)
+    print(f"padding efficiency (256 rows, batches of {a.batch}): {padded:.3f} padded to the longest row; "
+          f"1.000 padding-free; {binned:.3f} in rows packed to {a.max_length}; mean row {sum(lens) / len(lens):.0f} "
+          f"tokens")
     base = {"max_steps": a.steps, "logging_steps": 1, "learning_rate": 1e-3, "activation_checkpointing": False,
             "max_length": a.max_length}
+    tokens = a.steps * a.batch * sum(lens) / len(lens)
     with tempfile.TemporaryDirectory() as tmp:
-        for processes in (1, 2):
-            cfg = {**base, "per_device_train_batch_size": a.batch // processes}
-            metrics, seconds = timed_sft(a.model, a.subset, f"{tmp}/p{processes}", cfg, processes)
-            tokens = metrics["log"][-1].get("num_tokens")
-            tokens = float(tokens) if tokens is not None else float("nan")
-            print(f"{processes} process(es): {tokens / seconds / processes:,.0f} tokens/s per process "
-                  f"({tokens:,.0f} tokens in {seconds:.1f} s, with loading)")
+        rates = {}
+        for processes, free in ((1, False), (1, True), (2, False)):
+            cfg = {**base, "per_device_train_batch_size": a.batch // processes, "padding_free": free}
+            _, seconds = timed_sft(a.model, a.subset, f"{tmp}/p{processes}{free}", cfg, processes)
+            rates[processes, free] = tokens / seconds / processes
+            print(f"{processes} process(es), {'padding-free' if free else 'padded'}: {rates[processes, free]:,.0f} "
+                  f"real tokens/s per process ({tokens:,.0f} tokens in {seconds:.1f} s, with loading)")
+        print(f"padding-free / padded, 1 process: {rates[1, True] / rates[1, False]:.2f}x")
         saves = []
         seal = train.mark_complete
 

@@ -172,11 +172,13 @@ def load_processor(path: str, revision: str | None = None, key: str | None = Non
 
 
 def load_model(path: str, revision: str | None = None, device: str = "cpu", dtype: str = "auto",
-               key: str | None = None):
+               key: str | None = None, attn_implementation: str | None = None):
     """A Qwen3-VL (any image-text-to-text model) from a directory or hub id, in eval mode on ``device``.
-    ``dtype`` is "auto" (as saved), "float32", "bfloat16" or "float16"; ``key`` as in ``load_processor``."""
+    ``dtype`` is "auto" (as saved), "float32", "bfloat16" or "float16"; ``key`` as in ``load_processor``;
+    ``attn_implementation`` as transformers names it (None: its default)."""
     require_model(path, key)
     from transformers import AutoModelForImageTextToText
 
-    model = AutoModelForImageTextToText.from_pretrained(path, revision=revision, dtype=dtype)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForImageTextToText.from_pretrained(path, revision=revision, dtype=dtype, **extra)
     return model.to(device).eval()

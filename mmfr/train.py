@@ -25,7 +25,8 @@ from mmfr.rewards import accuracy_reward, format_reward, reward_weights
 # Training settings are TRL's own: ``train.sft`` keys are fields of ``trl.SFTConfig``, ``train.gspo``
 # keys fields of ``trl.GRPOConfig``, ``train.dpo`` keys fields of ``trl.DPOConfig``, with TRL's defaults (the recipe's values are in config.yaml).
 # Beside them, the few settings mmfr itself applies, and those a job or the recipe's method fixes.
-OWN = {"freeze_vision": True, "max_pixels": None, "min_pixels": None}  # vision tower frozen; image bounds
+OWN = {"freeze_vision": True, "max_pixels": None, "min_pixels": None,  # vision tower frozen; image bounds
+       "attn_implementation": None}  # the model's attention kernel (None: its default, sdpa)
 CONFIG_CLASSES = {"sft": "SFTConfig", "gspo": "GRPOConfig", "dpo": "DPOConfig"}
 _JOB = {"output_dir", "seed", "data_seed", "save_strategy", "save_only_model", "overwrite_output_dir",
         "resume_from_checkpoint", "report_to", "dataloader_num_workers", "use_cpu", "bf16", "fp16"}
@@ -34,6 +35,9 @@ FIXED = {  # set by mmfr for every run: a config key naming one of these is an e
     "gspo": _JOB | {"importance_sampling_level", "loss_type", "reward_weights", "log_completions"},
     "dpo": _JOB,
 }
+# TRL fields that TRL refuses for image datasets, with what to use instead
+REFUSED = {"sft": {"packing": "TRL cannot pack image datasets; padding_free: true puts each batch in one row "
+                              "with no padding and per-example positions (mmfr.packing)"}}
 COMPLETE = "mmfr-complete.json"  # written into a checkpoint once everything of it is on disk
 
 
@@ -72,7 +76,8 @@ def check_settings(stage: str, cfg: dict, where: str | None = None, values: bool
     """Every key of ``cfg`` a field of the stage's TRL config class (or one of ``OWN``), none of the
     ``FIXED`` ones, and (``values``) the values accepted by the class itself: a misspelt key is named
     with the closest valid ones. The Snakefile checks the keys before any job; the training job
-    checks the values too, before it loads anything."""
+    checks the values too, and that what needs a GPU (vLLM rollouts, flash attention) has one and
+    its package, before it loads anything."""
     import difflib
     import tempfile
 
@@ -81,6 +86,8 @@ def check_settings(stage: str, cfg: dict, where: str | None = None, values: bool
     for key in cfg:
         if key in FIXED[stage]:
             raise SettingsError(f"{where}.{key}: set by mmfr for every run, not in config")
+        if key in REFUSED.get(stage, {}) and cfg[key]:
+            raise SettingsError(f"{where}.{key}: {REFUSED[stage][key]}")
         if key not in fields and key not in OWN:
             close = difflib.get_close_matches(key, sorted(fields | set(OWN)), n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
@@ -88,6 +95,9 @@ def check_settings(stage: str, cfg: dict, where: str | None = None, values: bool
                                 f"trl.{CONFIG_CLASSES[stage]} and {', '.join(sorted(OWN))}")
     if not values:
         return
+    _require_attention(cfg.get("attn_implementation"))
+    if cfg.get("use_vllm"):
+        _require_vllm()
     import trl
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,6 +248,24 @@ def _require_vllm() -> None:
                             "(envs/gspo.yaml; run Snakemake with --software-deployment-method conda)")
 
 
+def _require_attention(name: str | None) -> None:
+    """Flash attention (``attn_implementation: flash_attention_*``) needs a GPU and flash-attn in the
+    job's environment; said before the model loads, naming the key."""
+    import importlib.util
+
+    import torch
+
+    if not name or not name.startswith("flash"):
+        return
+    if not torch.cuda.is_available():
+        raise SettingsError(f"attn_implementation {name!r} needs a GPU and this job sees none; set it to null or sdpa")
+    if importlib.util.find_spec("flash_attn") is None and name == "flash_attention_2":
+        raise SettingsError("attn_implementation 'flash_attention_2': flash-attn is not installed in this job's "
+                            "environment (pip install flash-attn --no-build-isolation, see envs/train.yaml), or "
+                            "set it to sdpa (then keep padding_free rows short: sdpa computes a packed row's full "
+                            "square of attention)")
+
+
 def _freeze_vision(model) -> None:
     """Freeze the vision tower and its merger (the projector): both live under ``model.model.visual``."""
     visual = getattr(getattr(model, "model", None), "visual", None)
@@ -250,7 +278,7 @@ def _student(model_dir: str, c: dict):
     """The processor (with the configured image bounds) and the float32 model, its vision tower frozen
     if so configured."""
     processor = _processor(model_dir, c)
-    model = load_model(model_dir, dtype="float32")
+    model = load_model(model_dir, dtype="float32", attn_implementation=c["attn_implementation"])
     if c["freeze_vision"]:
         _freeze_vision(model)
     return processor, model
@@ -285,9 +313,12 @@ def sft(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed:
 
     Shards need the canonical ``question``, ``choices`` and ``image`` columns plus ``response`` (the
     ``<think>…</think>\\n<answer>…</answer>`` trace). ``cfg``: ``trl.SFTConfig`` fields and ``OWN``
-    (``check_settings``); a float ``warmup_steps`` below 1 is a fraction of the total steps. Saves model and processor to ``out_dir`` and
-    returns (and writes to ``out_dir/metrics.json``) the loss log, step count, train time and row count.
-    Deterministic given ``seed`` on CPU."""
+    (``check_settings``); a float ``warmup_steps`` below 1 is a fraction of the total steps. With
+    ``padding_free``, which TRL refuses for images, each batch is one row with no padding
+    (``mmfr.packing.PackedVisionCollator``): the same examples per step and the same loss, without
+    the padding's compute; TRL's ``num_tokens`` cannot count such rows and is left out of the log.
+    Saves model and processor to ``out_dir`` and returns (and writes to ``out_dir/metrics.json``) the
+    loss log, step count, train time and row count. Deterministic given ``seed`` on CPU."""
     from trl import SFTConfig, SFTTrainer
 
     check_settings("sft", cfg)
@@ -299,11 +330,23 @@ def sft(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed:
     data = _load_rows(train_parquet, ["question", "choices", "image", "response"], build,
                       drop=["question", "choices", "response"])
     processor, model = _student(model_dir, c)
-    args = SFTConfig(**_trl_part(cfg), **_checkpointing(cfg, out_dir), seed=seed, data_seed=seed,
+    trl_cfg = _trl_part(cfg)
+    packed = bool(trl_cfg.pop("padding_free", False))
+    args = SFTConfig(**trl_cfg, **_checkpointing(cfg, out_dir), seed=seed, data_seed=seed,
                      assistant_only_loss=True, report_to="none", dataloader_num_workers=0, **_precision_args())
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
+    collator = None
+    if packed:
+        from mmfr.packing import PackedVisionCollator
+
+        collator = PackedVisionCollator(processor, model, max_length=args.max_length,
+                                        flash_varlen=str(c["attn_implementation"] or "").startswith("flash"))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor,
+                         data_collator=collator)
     start = time.time()
     resumed = _train(trainer, out_dir)
+    if packed:  # TRL counts a packed row as one token (it reads position_ids.size(1))
+        for entry in trainer.state.log_history:
+            entry.pop("num_tokens", None)
     return _finish(trainer, processor, out_dir, "sft", cfg, seed, len(data), time.time() - start, resumed)
 
 
@@ -320,8 +363,6 @@ def gspo(model_dir: str, train_parquet: list[str], out_dir: str, cfg: dict, seed
 
     check_settings("gspo", cfg)
     c = _own_part(cfg)
-    if cfg.get("use_vllm"):
-        _require_vllm()
     batch, group = cfg.get("per_device_train_batch_size", 8), cfg.get("num_generations", 8)
     if batch % group:
         raise SettingsError(f"train.gspo.per_device_train_batch_size {batch} must be a multiple of "

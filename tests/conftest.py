@@ -42,3 +42,14 @@ def demo_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("demo")
     snakemake(workdir, "all")
     return workdir
+
+
+LGT_CONFIGS = ("recipes/demo.yaml", "tests/tiny.yaml", "recipes/lgt-demo.yaml", "tests/lgt-tiny.yaml")
+
+
+@pytest.fixture(scope="session")
+def lgt_run(tmp_path_factory) -> Path:
+    """One reduced run of the Long Grounded Thoughts demo (SFT then DPO, scored with the answer judge)."""
+    workdir = tmp_path_factory.mktemp("lgt")
+    snakemake(workdir, "lgt_tiny_scores", configs=LGT_CONFIGS)
+    return workdir

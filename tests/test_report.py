@@ -41,8 +41,9 @@ CREATE TABLE scores AS SELECT * FROM (VALUES
     ('hard/s/sft', 'hard', 's', 'sft', 'bench', '(all)', 25.0, 20)
 ) t(model, subset, size, stage, benchmark, category, accuracy, n);
 CREATE TABLE training AS SELECT * FROM (VALUES
-    ('hard/s/sft', 1, 2.0, NULL, 0.1), ('hard/s/sft', 2, 1.5, NULL, 0.1), ('hard/s/gspo', 1, 0.0, 0.2, 0.1)
-) t(model, step, loss, reward, learning_rate);
+    ('hard/s/sft', 1, 2.0, NULL, 0.1, NULL), ('hard/s/sft', 2, 1.5, NULL, 0.1, NULL),
+    ('hard/s/gspo', 1, 0.0, 0.2, 0.1, NULL), ('hard/s/dpo', 1, 0.69, NULL, 0.1, 0.0), ('hard/s/dpo', 2, 0.5, NULL, 0.1, 0.4)
+) t(model, step, loss, reward, learning_rate, reward_margin);
 """
 
 
@@ -112,6 +113,7 @@ def test_write_report_writes_every_table_and_plot(summary, tmp_path):
         page = (out / f"{name}.html").read_text()
         assert page.count("<tr>") == len(written)  # the header and every row
     assert "<td class=n>15</td>" in (out / "yields.html").read_text()
+    assert "DPO reward margin" in (out / "training.svg").read_text()  # a build that trained DPO plots it
 
 
 def test_plots_are_byte_identical_across_runs(summary, tmp_path):

@@ -45,7 +45,7 @@ pytestmark = pytest.mark.slurm  # brings up a real SLURM cluster: not in `make t
 
 PROFILE = str(REPO / "profiles/slurm-test")
 PREFIX = os.environ.get("MMFR_SLURM_PREFIX", "/tmp/mmfr-slurm")
-DEMO = ("recipes/demo.yaml", "tests/tiny.yaml")
+DEMO = ("recipes/demo.yaml", "tests/tiny.yaml", "tests/slurm-small.yaml")  # one subset: every kind of job
 # the cleaning jobs fail at run time: a local model path that does not exist on the node
 FAULT = "models:\n  clean: {backend: transformers, model: /nonexistent/mmfr-cleaner, revision: v1}\n"
 # artifacts of the rules that ask SLURM for a (fake) GPU in profiles/slurm-test

@@ -156,3 +156,11 @@ def test_vllm_rollouts_without_a_gpu_stop_the_job_before_the_model_loads(tmp_pat
     with pytest.raises(SettingsError, match="train.gspo.use_vllm: vLLM rollouts need a GPU"):
         gspo(str(tmp_path / "no-model"), ["no-shard.parquet"], str(tmp_path / "out"), {"use_vllm": True}, 0)
     assert not (tmp_path / "out").exists()
+
+
+def test_flash_attention_without_a_gpu_stops_the_job_before_the_model_loads(tmp_path):
+    from mmfr.train import SettingsError, sft
+
+    with pytest.raises(SettingsError, match="attn_implementation 'flash_attention_2' needs a GPU"):
+        sft(str(tmp_path / "no-model"), ["no-shard.parquet"], str(tmp_path / "out"),
+            {"attn_implementation": "flash_attention_2"}, 0)
