@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 from mmfr import prompts, schema
 from mmfr.generate import generate, group_job, LoadedModel, make_backend, ModelRole, Request, request_key
 from mmfr.schema import CAPTIONS, TRACES
-from mmfr.answers import extract_answer, split_response
+from mmfr.answers import extract_answer, has_repetition, split_response
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,48 @@ def caption_group(shards: list[str], journals: list[str], model: dict | ModelRol
     return group_job(list(zip(shards, journals)), run)
 
 
+REGENERATE_DEFAULTS = {"tries": 0, "when": [], "ngram": 50, "max_ngram_repeats": 3}
+
+
+def flaw(text: str, finish_reason: str, spec: dict) -> str | None:
+    """Why a finished trace is to be generated again (``annotate.regenerate.when``): ``template`` (no
+    well-formed think block, or no answer after it) or ``repetition`` (a word n-gram of the CoT
+    repeated as often as verify rejects); None when neither, or when the teacher did not finish."""
+    if finish_reason != "stop":
+        return None
+    think, tagged = split_response(text)
+    if "template" in spec["when"] and (think is None or tagged is None):
+        return "template"
+    if "repetition" in spec["when"] and has_repetition(think if think is not None else text, spec["ngram"],
+                                                        spec["max_ngram_repeats"]):
+        return "repetition"
+    return None
+
+
+def _regenerate(reqs, resps, role: ModelRole, seed: int, journal: str | None, spec: dict) -> dict:
+    """Ask again, with another seed, for each trace with a flaw, up to ``spec["tries"]`` times; the
+    last answer stands. Every attempt is journaled under its own key (the seed differs), so a
+    resumed job asks nothing twice. Returns the count of traces asked again per try and flaw."""
+    _, prompt_version = prompts.load("trace")
+    counts: dict[str, int] = {}
+    for attempt in range(1, spec["tries"] + 1):
+        redo = [(i, why) for i, p in enumerate(resps) if (why := flaw(p.text, p.finish_reason, spec))]
+        if not redo:
+            break
+        again = [replace(reqs[i], seed=schema.seed_for(seed, f"trace again {attempt}", reqs[i].sample_id,
+                                                       reqs[i].sample_index)) for i, _ in redo]
+        keys = [request_key(role, r, prompt_version) for r in again]
+        done = generate(lambda: make_backend(role), again, keys, journal)
+        for (i, why), key in zip(redo, keys):
+            resps[i] = done[key]
+            counts[f"try {attempt}: {why}"] = counts.get(f"try {attempt}: {why}", 0) + 1
+    return counts
+
+
 def trace_shard(shard: str, out: str, model: dict | ModelRole, n_samples: int, seed: int,
-                journal: str | None = None) -> int:
+                journal: str | None = None, regenerate: dict | None = None) -> int:
+    """The thinking teacher's traces of a shard's records, ``n_samples`` each; with ``regenerate``
+    (``annotate.regenerate``: tries, when) a trace with a flaw is asked for again with another seed."""
     records = pq.read_table(shard).to_pylist()
 
     def text_of(rec):
@@ -85,6 +126,9 @@ def trace_shard(shard: str, out: str, model: dict | ModelRole, n_samples: int, s
 
     role = ModelRole.from_config(model, "models.trace")
     reqs, resps = _run(records, "trace", text_of, n_samples, role, seed, journal, "trace")
+    spec = {**REGENERATE_DEFAULTS, **(regenerate or {})}
+    if spec["tries"]:
+        log.info("traces asked for again: %s", _regenerate(reqs, resps, role, seed, journal, spec))
     source = {r["id"]: r["source"] for r in records}
     rows = [{"id": q.sample_id, "source": source[q.sample_id], "sample_index": q.sample_index,
              "response": p.text, "finish_reason": p.finish_reason, "n_tokens": p.n_tokens, "error": p.error,

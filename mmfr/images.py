@@ -8,7 +8,7 @@ import warnings
 from typing import NamedTuple
 
 import imagehash
-from PIL import Image
+from PIL import Image, ImageOps
 
 MAX_PIXELS = 178_956_970  # PIL's own bomb threshold; config may lower it
 
@@ -28,11 +28,16 @@ class Normalised(NamedTuple):
     phash: str  # 64-bit perceptual hash, 16 hex chars: near-duplicates differ in a few bits
 
 
-def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Normalised:
-    """Decode ``data``, convert to RGB and cap the longest side at ``max_side`` keeping the aspect.
+ORIENTATION = 0x0112  # the EXIF tag saying how a camera held the picture
 
-    Bytes are kept as they are when the image is already RGB and small enough; otherwise the
-    result is re-encoded as PNG (lossless, deterministic). The perceptual hash is taken from the
+
+def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS, min_side: int = 0) -> Normalised:
+    """Decode ``data``, turn it upright by its EXIF orientation, convert to RGB, cap the longest side
+    at ``max_side`` and raise a short side under ``min_side`` to it (bicubic, aspect kept, the long
+    side never past ``max_side``), as MMFineReason's released code defines.
+
+    Bytes are kept as they are when the image is already upright, RGB and within bounds; otherwise
+    the result is re-encoded as PNG (lossless, deterministic). The perceptual hash is taken from the
     decoded pixels, so a re-encoded or resized copy of an image hashes (nearly) the same.
     Raises ImageError('image_missing'|'image_too_large'|'image_corrupt'|'image_truncated').
     """
@@ -55,8 +60,15 @@ def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Norma
         raise ImageError(reason, str(e)) from None
     except Exception as e:  # PIL raises a zoo of errors on hostile input
         raise ImageError("image_corrupt", f"{type(e).__name__}: {e}") from None
-    if img.mode == "RGB" and max(img.size) <= max_side and img.format in ("PNG", "JPEG"):
+    try:
+        orientation = img.getexif().get(ORIENTATION, 1)
+    except Exception:  # a broken EXIF block: the pixels are still good, taken as they are
+        orientation = 1
+    if orientation == 1 and img.mode == "RGB" and min_side <= min(img.size) and max(img.size) <= max_side \
+            and img.format in ("PNG", "JPEG"):
         return Normalised(data, width, height, perceptual_hash(img))
+    if orientation != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("RGBA", "LA", "P"):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -64,6 +76,11 @@ def normalise(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Norma
     img = img.convert("RGB")
     if max(img.size) > max_side:
         scale = max_side / max(img.size)
+    elif min(img.size) < min_side:
+        scale = min(min_side / min(img.size), max_side / max(img.size))
+    else:
+        scale = 1.0
+    if scale != 1.0:
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
         img = img.resize(size, Image.Resampling.BICUBIC)
     out = io.BytesIO()

@@ -157,6 +157,7 @@ def unpack(parts: list[str], out_dir: str) -> int:
 class ImagePolicy:
     max_side: int = 2048
     max_pixels: int = 89_478_485
+    min_side: int = 32
 
 
 def to_canonical(row: dict, source: str, license: str, policy: ImagePolicy,
@@ -181,7 +182,7 @@ def to_canonical(row: dict, source: str, license: str, policy: ImagePolicy,
     if not blobs or not blobs[0]:
         raise Reject("image_missing")
     try:
-        image = images.normalise(blobs[0], policy.max_side, policy.max_pixels)
+        image = images.normalise(blobs[0], policy.max_side, policy.max_pixels, policy.min_side)
     except images.ImageError as e:
         raise Reject(e.reason, str(e)) from None
     digest = images.sha256(image.data)

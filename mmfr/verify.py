@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from mmfr import prompts, schema
-from mmfr.answers import answers_match, extract_answer, last_boxed, split_response, Tolerance
+from mmfr.answers import answers_match, extract_answer, has_repeated_ngram, last_boxed, split_response, Tolerance
 from mmfr.generate import generate, group_job, make_backend, ModelRole, Request, request_key
 from mmfr.models import count_tokens
 from mmfr.prompts import render
@@ -34,43 +34,17 @@ class VerifyConfig(Tolerance):
 
 # --------------------------------------------------------------------------- the chain
 
-_HASH_MOD = (1 << 61) - 1
-_HASH_BASE = 1_000_003
-
-
-def _has_repeated_ngram(words: list[str], n: int, max_repeats: int) -> bool:
-    if n <= 0 or len(words) < n + max_repeats - 1:
-        return False
-    vocab: dict[str, int] = {}
-    ids = [vocab.setdefault(w, len(vocab) + 1) for w in words]
-    drop = pow(_HASH_BASE, n, _HASH_MOD)  # weight of the word leaving the window
-    counts: dict[int, int] = {}
-    h = 0
-    for i, x in enumerate(ids):
-        h = (h * _HASH_BASE + x - (ids[i - n] * drop if i >= n else 0)) % _HASH_MOD
-        if i >= n - 1:
-            counts[h] = c = counts.get(h, 0) + 1
-            if c >= max_repeats:
-                return True
-    return False
-
-
-def has_repetition(text: str, n: int, max_repeats: int) -> bool:
-    """Whether some n-gram of whitespace-separated words occurs >= max_repeats times (overlaps count).
-
-    One pass with a rolling polynomial hash mod 2**61-1 (collisions are negligible at CoT sizes)."""
-    return _has_repeated_ngram(text.split(), n, max_repeats)
-
-
 def verify_response(text: str, answer: str, answer_type: str, choices: list[str],
-                    cfg: VerifyConfig) -> dict:
+                    cfg: VerifyConfig, check_answer: bool = True) -> dict:
     """Run the chain on one response against the gold ``answer``.
 
     Returns {'verdict': 'correct'|'wrong'|'rejected', 'decided_by', 'extracted', 'extract_method',
     'reason' ('' when correct), 'cot_words'}. Order: template (with cfg.require_template: a leading
     <think>…</think>, then <answer>…</answer>) → length (CoT words < min_cot_words, with the template
     only) → repetition of word n-grams in the CoT (the think part, else the whole text) →
-    extraction (nothing found: wrong/extract) → ``answers_match``.
+    extraction (nothing found: wrong/extract) → ``answers_match``. ``check_answer`` False (a source
+    with no usable ground truth, ``sources[].check_answer``): what passes the checks before the
+    answer is admitted as correct/unchecked, its answer extracted but compared with nothing.
     """
     think, tagged = split_response(text)
     words = (think if think is not None else text).split()
@@ -84,11 +58,13 @@ def verify_response(text: str, answer: str, answer_type: str, choices: list[str]
         if len(words) < cfg.min_cot_words:
             return {**out, "decided_by": "length",
                     "reason": f"CoT has {len(words)} words < {cfg.min_cot_words}"}
-    if _has_repeated_ngram(words, cfg.ngram, cfg.max_ngram_repeats):
+    if has_repeated_ngram(words, cfg.ngram, cfg.max_ngram_repeats):
         return {**out, "decided_by": "repetition",
                 "reason": f"a {cfg.ngram}-gram of words occurs >= {cfg.max_ngram_repeats} times"}
     extracted, method = extract_answer(text, answer_type, choices)
     out.update(extracted=extracted, extract_method=method)
+    if not check_answer:
+        return {**out, "verdict": "correct", "decided_by": "unchecked"}
     if extracted is None:
         return {**out, "verdict": "wrong", "decided_by": "extract", "reason": "no answer found"}
     equal, how = answers_match(extracted, answer, answer_type, choices, cfg)
@@ -141,9 +117,11 @@ def format_score(text: str) -> float:
 # ---------------------------------------------------------------- the verify stage, one shard
 
 def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out: str, checks: dict,
-                 judge: dict | ModelRole | None = None, seed: int = 0, journal: str | None = None) -> dict:
+                 judge: dict | ModelRole | None = None, seed: int = 0, journal: str | None = None,
+                 check_answer: bool = True) -> dict:
     """Verify every trace of a shard: generation outcome → template → length → repetition →
-    extraction → rule checks → (optional) LLM judge for rule-level disagreements.
+    extraction → rule checks → (optional) LLM judge for rule-level disagreements; with
+    ``check_answer`` False (the source's ground truth is unusable) no rule check or judge.
 
     A trace the teacher did not finish (hit max tokens, empty, backend error) is rejected with
     decided_by='generation'; it never reaches the answer check. Token counts use the teacher's
@@ -151,7 +129,7 @@ def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    records, rows = _rule_checks(std, traces, checks)
+    records, rows = _rule_checks(std, traces, checks, check_answer)
     caption_of = {r["id"]: r["caption"] for r in pq.read_table(captions, columns=["id", "caption"]).to_pylist()}
     if judge:
         _judge(rows, records, ModelRole.from_config(judge, "models.judge"), seed, journal)
@@ -169,7 +147,7 @@ def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out:
     return counts
 
 
-def _rule_checks(std: str, traces: str, checks: dict) -> tuple[dict, list[dict]]:
+def _rule_checks(std: str, traces: str, checks: dict, check_answer: bool = True) -> tuple[dict, list[dict]]:
     """A shard's records by id, and one row per trace with the verdict of the rule checks."""
     import pyarrow.parquet as pq
 
@@ -184,7 +162,7 @@ def _rule_checks(std: str, traces: str, checks: dict) -> tuple[dict, list[dict]]
                  "reason": f"teacher output {t['finish_reason']}" + (f": {t['error']}" if t["error"] else ""),
                  "cot_words": 0}
         else:
-            v = verify_response(t["response"], rec["answer"], rec["answer_type"], rec["choices"], cfg)
+            v = verify_response(t["response"], rec["answer"], rec["answer_type"], rec["choices"], cfg, check_answer)
         rows.append({"id": t["id"], "source": t["source"], "sample_index": t["sample_index"],
                      "response": t["response"], "finish_reason": t["finish_reason"], **{k: v[k] for k in (
                          "verdict", "decided_by", "extracted", "extract_method", "reason", "cot_words")}})
@@ -192,7 +170,7 @@ def _rule_checks(std: str, traces: str, checks: dict) -> tuple[dict, list[dict]]
 
 
 def judge_group(stds: list[str], traces: list[str], journals: list[str], checks: dict, judge: dict | ModelRole,
-                seed: int) -> dict:
+                seed: int, check_answer: bool = True) -> dict:
     """The judge calls of ``verify_shard`` for several shards in one job, with one load of the judge:
     the rule checks run again here (they are cheap), and each judgment goes to its shard's journal
     (``journals[i]`` for ``stds[i]``), where the shard's verify job finds and reads it (and names a
@@ -202,7 +180,7 @@ def judge_group(stds: list[str], traces: list[str], journals: list[str], checks:
 
     def run(part, loaded):
         std, trace, journal = part
-        records, rows = _rule_checks(std, trace, checks)
+        records, rows = _rule_checks(std, trace, checks, check_answer)
         _, reqs, keys = _judge_requests(rows, records, role, seed)
         return list(generate(loaded.factory(role), reqs, keys, journal).values()) if reqs else []
 

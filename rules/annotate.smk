@@ -62,6 +62,7 @@ rule trace:
     params:
         model=config["models"]["trace"],
         n=config["annotate"]["traces_per_sample"],
+        regenerate=regenerate_spec(),
         seed=SEED,
     script:
         "../scripts/trace.py"

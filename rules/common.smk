@@ -77,6 +77,19 @@ def all_shard_paths(stage):
     return [p for source in SOURCES for p in shard_paths(stage, source)]
 
 
+def regenerate_spec():
+    """annotate.regenerate, with the repetition bounds verify rejects at (none when it is off)."""
+    spec = config["annotate"]["regenerate"]
+    if not spec["tries"]:
+        return None
+    verify = config["verify"]
+    return {
+        **spec,
+        "ngram": verify["ngram"],
+        "max_ngram_repeats": verify["max_ngram_repeats"],
+    }
+
+
 def verify_traces(wildcards):
     """The traces verify reads (and so everything downstream): expanded when models.expand is set."""
     return f"data/{TRACE_STAGE}/{wildcards.source}/{wildcards.shard}.parquet"

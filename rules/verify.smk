@@ -18,6 +18,7 @@ for _group, (_source, _shards) in GROUPS.get("judge", {}).items():
             checks=config["verify"],
             judge=config["models"].get("judge"),
             seed=SEED,
+            check_answer=SOURCES[_source]["check_answer"],
         script:
             "../scripts/judge_generate.py"
 
@@ -39,5 +40,6 @@ rule verify:
         checks=config["verify"],
         judge=config["models"].get("judge"),
         seed=SEED,
+        check_answer=lambda wildcards: SOURCES[wildcards.source]["check_answer"],
     script:
         "../scripts/verify.py"

@@ -3,5 +3,5 @@ from mmfr.verify import judge_group
 
 with step(snakemake) as s:
     counts = judge_group(list(s.input.records), list(s.input.traces), marker_journals(s.output.markers),
-                         s.params.checks, s.params.judge, s.params.seed)
+                         s.params.checks, s.params.judge, s.params.seed, s.params.check_answer)
     write_markers(s.output.markers, counts)

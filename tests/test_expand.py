@@ -197,3 +197,33 @@ def test_plan_has_an_expand_stage_for_the_lgt_recipe():
     assert plan["expand"].tokens == plan["expand"].requests * config["plan"]["tokens"]["expand"]
     assert plan["expand"].model == config["models"]["expand"]["model"]
     assert "expand" not in {s.stage for s in stages(load_config([str(REPO / "config.yaml")]))}
+
+
+def test_a_trace_with_a_broken_format_is_asked_for_again_with_another_seed(tmp_path):
+    """annotate.regenerate: a teacher that breaks the format half the time; asked again up to twice,
+    most broken traces come back well formed, every attempt is in the journal, and a rerun of the
+    job asks nothing new (the retries' keys are journaled like the first answers)."""
+    from mmfr.annotate import flaw
+    from mmfr.generate import Journal
+
+    records = str(tmp_path / "records.parquet")
+    rows = [r for r in synthetic_rows({"kind": "synthetic", "family": "counting", "n": 40}, 3)]
+    schema.write_table(pa.Table.from_pylist(sorted((to_canonical(r, "synthetic", "CC0-1.0", ImagePolicy())
+                                                    for r in rows), key=lambda r: r["id"]), schema=schema.RECORD),
+                       records)
+    sloppy = {**TEACHER, "mistakes": {"no_answer_tag": 0.5}}
+    spec = {"tries": 2, "when": ["template"], "ngram": 50, "max_ngram_repeats": 3}
+
+    def broken(path):
+        return sum(flaw(t["response"], t["finish_reason"], spec) == "template" for t in pq.read_table(path).to_pylist())
+
+    trace_shard(records, str(tmp_path / "once.parquet"), sloppy, 1, 7)
+    journal = str(tmp_path / "again.jsonl")
+    trace_shard(records, str(tmp_path / "again.parquet"), sloppy, 1, 7, journal, spec)
+    first, last = broken(tmp_path / "once.parquet"), broken(tmp_path / "again.parquet")
+    assert first >= 10 and last <= first // 3, (first, last)
+    lines = len(Journal(journal).load())
+    assert lines > 40 + first  # the first answers, the first retries and some second ones
+    trace_shard(records, str(tmp_path / "rerun.parquet"), sloppy, 1, 7, journal, spec)
+    assert len(Journal(journal).load()) == lines
+    assert (tmp_path / "rerun.parquet").read_bytes() == (tmp_path / "again.parquet").read_bytes()

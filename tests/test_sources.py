@@ -111,6 +111,32 @@ def test_rgba_and_palette_images_become_rgb():
     assert images.normalise(small, 2048)[0] == small  # already fine: bytes kept as they are
 
 
+def test_a_camera_picture_is_turned_upright_by_its_exif_orientation():
+    """Orientation 6: the camera was turned a quarter clockwise; the stored 64x48 pixels show the
+    scene 48 wide and 64 high, with the red band (the top of the stored pixels) on the right."""
+    img = Image.new("RGB", (64, 48), (255, 255, 255))
+    img.paste((255, 0, 0), (0, 0, 64, 8))
+    exif = Image.Exif()
+    exif[images.ORIENTATION] = 6
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    data, w, h, _ = images.normalise(buf.getvalue(), 2048)
+    upright = Image.open(io.BytesIO(data))
+    assert (w, h) == upright.size == (48, 64) and upright.format == "PNG"
+    assert upright.getpixel((44, 32))[1] < 60 and upright.getpixel((4, 32))[1] > 200  # red on the right
+    plain = jpeg()
+    assert images.normalise(plain, 2048)[0] == plain  # no orientation: bytes kept
+
+
+def test_a_small_image_is_raised_to_the_minimum_side_within_the_maximum():
+    _, w, h, _ = images.normalise(png(20, 40), 2048, min_side=32)
+    assert (w, h) == (32, 64)
+    _, w, h, _ = images.normalise(png(8, 900), 1000, min_side=32)  # the long side caps the raise
+    assert (w, h) == (9, 1000)
+    assert images.normalise(png(20, 40), 2048)[1:3] == (20, 40)  # min_side 0: left alone
+    assert to_canonical({**row("s"), "images": [png(16, 16)]}, "src", "x", ImagePolicy())["image"]["bytes"] != png(16, 16)
+
+
 def test_ids_are_stable_and_content_based():
     a = to_canonical(row("1"), "src", "x", ImagePolicy())
     b = to_canonical(row("1"), "src", "x", ImagePolicy())

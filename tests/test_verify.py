@@ -7,13 +7,13 @@ import time
 import pytest
 
 from mmfr.rewards import FORMAT_WEIGHT, accuracy_reward, format_reward, reward_weights
+from mmfr.answers import has_repetition
 from mmfr.verify import (
     JudgeError,
     VerifyConfig,
     answers_match,
     extract_answer,
     format_score,
-    has_repetition,
     judge_messages,
     parse_judgment,
     split_response,
@@ -299,3 +299,17 @@ def test_rewards_on_conversational_completions():
                            prompts=[None] * 5, trainer_state=None) == [1.0, 0.0, 1.0, 1.0, 0.0]
     assert format_reward(completions, answer=answer) == [1.0, 0.8, 1.0, 0.0, 0.0]
     assert reward_weights() == [1 - FORMAT_WEIGHT, FORMAT_WEIGHT] == [0.9, 0.1]
+
+
+def test_a_source_without_usable_ground_truth_is_admitted_on_the_other_checks():
+    from mmfr.verify import VerifyConfig, verify_response
+
+    cfg = VerifyConfig(min_cot_words=3)
+    trace = "<think>I look at the figure and count the parts carefully.</think>\n<answer>7</answer>"
+    assert verify_response(trace, "9", "number", [], cfg)["verdict"] == "wrong"
+    unchecked = verify_response(trace, "9", "number", [], cfg, check_answer=False)
+    assert (unchecked["verdict"], unchecked["decided_by"], unchecked["extracted"]) == ("correct", "unchecked", "7")
+    # the template and length checks still apply
+    assert verify_response("<answer>7</answer>", "9", "number", [], cfg, check_answer=False)["verdict"] == "rejected"
+    assert verify_response("<think>too short</think>\n<answer>7</answer>", None, "number", [], cfg,
+                           check_answer=False)["decided_by"] == "length"

@@ -155,3 +155,33 @@ def is_bare(text: str) -> bool:
         return False
     words = text.split()
     return len(words) <= 2 or (len(words) <= BARE_MAX_WORDS and not _WORD.search(re.sub(r"\\[A-Za-z]+", "", text)))
+
+
+# ------------------------------------------------------------- a looping response
+
+_HASH_MOD = (1 << 61) - 1
+_HASH_BASE = 1_000_003
+
+
+def has_repeated_ngram(words: list[str], n: int, max_repeats: int) -> bool:
+    if n <= 0 or len(words) < n + max_repeats - 1:
+        return False
+    vocab: dict[str, int] = {}
+    ids = [vocab.setdefault(w, len(vocab) + 1) for w in words]
+    drop = pow(_HASH_BASE, n, _HASH_MOD)  # weight of the word leaving the window
+    counts: dict[int, int] = {}
+    h = 0
+    for i, x in enumerate(ids):
+        h = (h * _HASH_BASE + x - (ids[i - n] * drop if i >= n else 0)) % _HASH_MOD
+        if i >= n - 1:
+            counts[h] = c = counts.get(h, 0) + 1
+            if c >= max_repeats:
+                return True
+    return False
+
+
+def has_repetition(text: str, n: int, max_repeats: int) -> bool:
+    """Whether some n-gram of whitespace-separated words occurs >= max_repeats times (overlaps count).
+
+    One pass with a rolling polynomial hash mod 2**61-1 (collisions are negligible at CoT sizes)."""
+    return has_repeated_ngram(text.split(), n, max_repeats)
