@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 def _context(rec: dict, task: str) -> dict:
     return {"task": task, "metadata": json.loads(rec["metadata"]), "answer": rec["answer"],
-            "answer_type": rec["answer_type"], "choices": rec["choices"]}
+            "answer_type": rec["answer_type"], "choices": rec["choices"],
+            "original_question": rec["original_question"]}  # what a release row is found by
 
 
 def _requests(records: list[dict], task: str, text_of, n: int, seed: int) -> list[Request]:

@@ -128,6 +128,51 @@ def score(records: str, benchmark: str, configfiles: list[str], out: str, judge:
     return 0
 
 
+def _build_shards(command: str) -> dict[str, list[str]]:
+    """A build directory's clean, captions, traces, verified and passrate shards."""
+    import glob
+
+    shards = {stage: sorted(glob.glob(f"data/{stage}/*/*.parquet")) for stage in
+              ("clean", "captions", "traces", "verified", "passrate")}
+    shards["clean"] = [p for p in shards["clean"] if not p.endswith(".dropped.parquet")]
+    if missing := [stage for stage, paths in shards.items() if not paths]:
+        raise SystemExit(f"{command}: no data/{missing[0]}/ shards here: run it in a build directory "
+                         f"(after `snakemake datasets`)")
+    return shards
+
+
+def export_release(out: str, subsets: list[str]) -> None:
+    """``mmfr export-release OUT`` in a build directory: its stage shards, in the release's layout."""
+    from mmfr.release import export
+
+    shards = _build_shards("export-release")
+    counts = export(shards["clean"], shards["captions"], shards["traces"], shards["verified"], shards["passrate"], out,
+                    [f"data/subsets/{name}" for name in subsets] or None)
+    print(f"{sum(counts.values())} rows in {len(counts)} sources written to {out}")
+
+
+def compare_release(release: str, revision: str | None, pairs: list[str], out: str) -> None:
+    """``mmfr compare RELEASE``: the build beside the release (``mmfr.release.compare``), printed and in ``out``."""
+    import os
+
+    from mmfr.release import compare
+
+    shards = _build_shards("compare")
+    released = dict(pair.split("=", 1) for pair in pairs)
+    subsets = {name: f"data/subsets/{name}" for name in released}
+    if absent := [name for name, folder in subsets.items() if not os.path.isdir(folder)]:
+        raise SystemExit(f"compare: no subset {absent[0]!r} in this build (data/subsets/)")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    result = compare(shards, subsets, release, revision, released, out)
+    for name, rows in (("Sources", result["sources"]), ("Subsets", result["subsets"])):
+        print(f"## {name}")
+        if rows:
+            print("\t".join(rows[0]))
+            for row in rows:
+                print("\t".join("" if v is None else str(v) for v in row.values()))
+    print(f"tables release_sources and release_subsets in {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mmfr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,7 +203,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="JSONL: id, extracted, verdict, decided_by, correct per line")
     p.add_argument("--judge", action="store_true", help="also ask the config's evaluate.judge about what the "
                                                         "rules call wrong or cannot decide")
+    p = sub.add_parser("export-release", help="write this build's records, captions, first traces, pass rates "
+                                              "and verdicts in the layout of the published MMFineReason-Full-2.3M")
+    p.add_argument("out", help="the folder to write (one sub-folder per source, and release.json)")
+    p.add_argument("--subset", action="append", default=[], help="only the samples of this subset (data/subsets/NAME)")
+    p = sub.add_parser("compare", help="set this build beside a published release: matched records, answers, "
+                                       "verdicts, pass rates, lengths, and the overlap of subsets")
+    p.add_argument("release", help="the release: a Hub dataset id or a folder of parquet files")
+    p.add_argument("--revision", help="the release's commit (Hub)")
+    p.add_argument("--subset", action="append", default=[], metavar="NAME=RELEASED",
+                   help="compare our subset NAME with a released set (Hub id or folder), e.g. "
+                        "mfr123k=OpenDataArena/MMFineReason-SFT-123K-Qwen3-VL-235B-Thinking")
+    p.add_argument("--out", default="results/release_compare.duckdb", help="duckdb file with the two tables")
     args = parser.parse_args(argv)
+    if args.command == "export-release":
+        return export_release(args.out, args.subset)
+    if args.command == "compare":
+        return compare_release(args.release, args.revision, args.subset, args.out)
     if args.command == "score":
         sys.exit(score(args.records, args.benchmark, args.configfile, args.out, args.judge))
     if args.command == "clean":

@@ -184,9 +184,22 @@ def check_config(config: dict) -> None:
             if len(parts) != 3 or parts[1] != "base" or parts[2] not in sizes:
                 raise ConfigError(f"models.{role}.model: {path!r} is not a model this workflow builds "
                                   f"(models/base/<size> with size in {sorted(sizes)})")
+        if spec["backend"] == "release" and role not in ("caption", "trace"):
+            raise ConfigError(f"models.{role}.backend: a release answers captions and traces only")
+        if spec["backend"] == "release" and not spec.get("revision"):
+            raise ConfigError(f"models.{role}.revision: a release is read at a pinned revision (a Hub commit; "
+                              f"for a folder, a label that changes with its content)")
         if spec["backend"] == "scripted" and role not in ("caption", "trace", "clean", "extract", "expand"):
             raise ConfigError(f"models.{role}.backend: the scripted backend can only caption, trace, clean, extract "
                               "and expand")
+    if config["difficulty"].get("from_release") and not any(
+            (config["models"].get(r) or {}).get("backend") == "release" for r in ("caption", "trace")):
+        raise ConfigError("difficulty.from_release: no release to take pass rates from (models.trace with "
+                          "backend: release)")
+    releases = {(config["models"][r]["model"], config["models"][r].get("revision")) for r in ("caption", "trace")
+                if (config["models"].get(r) or {}).get("backend") == "release"}
+    if len(releases) > 1:
+        raise ConfigError(f"models.caption, models.trace: one release for both (got {sorted(releases)})")
     # evaluation's block runs each checkpoint in turn: checked with a stand-in for the model
     _check_role({**config["evaluate"]["generation"], "model": "<checkpoint>"}, "evaluate.generation")
     if config["evaluate"].get("judge"):

@@ -11,6 +11,24 @@ rule build_tokenizer:
         "../scripts/build_tokenizer.py"
 
 
+if RELEASE:
+
+    rule release_index:
+        input:
+            release_folder(),
+        output:
+            RELEASE_INDEX,
+        log:
+            "logs/release_index.log",
+        conda:
+            "../envs/data.yaml"
+        params:
+            release=RELEASE["model"],
+            revision=RELEASE["revision"],
+        script:
+            "../scripts/release_index.py"
+
+
 # With grouping.caption_rows, one GPU job per group of shards captions them all with one load
 # of the teacher; each shard's caption job then finds its captions in the journal.
 for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
@@ -19,7 +37,8 @@ for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
         name:
             f"caption_generate_{_group}"
         input:
-            [f"data/clean/{_source}/{s}.parquet" for s in _shards],
+            shards=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
+            release=release_index("caption"),
         output:
             markers=temp(group_markers("caption", _source, _shards)),
         log:
@@ -27,7 +46,7 @@ for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
         conda:
             "../envs/vllm.yaml"
         params:
-            model=config["models"]["caption"],
+            model=teacher("caption"),
             seed=SEED,
         script:
             "../scripts/caption_generate.py"
@@ -37,6 +56,7 @@ rule caption:
     input:
         rules.clean.output.records,
         after=generated("caption"),
+        release=release_index("caption"),
     output:
         "data/captions/{source}/{shard}.parquet",
     log:
@@ -44,7 +64,7 @@ rule caption:
     conda:
         "../envs/vllm.yaml"
     params:
-        model=config["models"]["caption"],
+        model=teacher("caption"),
         seed=SEED,
     script:
         "../scripts/caption.py"
@@ -53,6 +73,7 @@ rule caption:
 rule trace:
     input:
         rules.clean.output.records,
+        release=release_index("trace"),
     output:
         "data/traces/{source}/{shard}.parquet",
     log:
@@ -60,7 +81,7 @@ rule trace:
     conda:
         "../envs/vllm.yaml"
     params:
-        model=config["models"]["trace"],
+        model=teacher("trace"),
         n=config["annotate"]["traces_per_sample"],
         regenerate=regenerate_spec(),
         seed=SEED,

@@ -1,5 +1,6 @@
 # Helpers shared by the rules: the config as lookup tables, paths, and input functions.
 # Nothing here imports heavy libraries: every SLURM job parses this file.
+import os
 from pathlib import Path
 
 from snakemake.resources import Resources
@@ -75,6 +76,49 @@ def shard_paths(stage, source):
 
 def all_shard_paths(stage):
     return [p for source in SOURCES for p in shard_paths(stage, source)]
+
+
+# A published dataset as the teacher (models.caption / models.trace with backend: release): read
+# once into an index (rule release_index) that the caption and trace jobs answer from.
+RELEASE_INDEX = "data/release/index.parquet"
+RELEASE = next(
+    (
+        config["models"][r]
+        for r in ("trace", "caption")
+        if (config["models"].get(r) or {}).get("backend") == "release"
+    ),
+    None,
+)
+
+
+def teacher(role):
+    """A teacher's model block, with the release index when it is a release."""
+    block = config["models"][role]
+    if block["backend"] == "release":
+        return {**block, "index": RELEASE_INDEX}
+    return block
+
+
+def release_index(role):
+    """Input: the release index, for a teacher that is a release."""
+    return [RELEASE_INDEX] if config["models"][role]["backend"] == "release" else []
+
+
+def release_folder():
+    """Input: a release given as a local folder (a Hub id is downloaded by the job)."""
+    return [RELEASE["model"]] if os.path.isdir(RELEASE["model"]) else []
+
+
+def published_pass_rates():
+    """difficulty.from_release: the release whose pass rates a question it holds takes (else None)."""
+    if not config["difficulty"]["from_release"]:
+        return None
+    return {"index": RELEASE_INDEX, "model": RELEASE["model"]}
+
+
+def release_pass_rates():
+    """Input: the release index, when pass rates come from it."""
+    return [RELEASE_INDEX] if config["difficulty"]["from_release"] else []
 
 
 def regenerate_spec():
@@ -238,7 +282,7 @@ def data_artifacts():
         "data/dedup/drops.parquet",
         "results/dedup_report.tsv",
         "models/tokenizer/tokenizer.json",
-    ]
+    ] + ([RELEASE_INDEX] if RELEASE else [])
     for s in SOURCES:
         files += [
             f"data/raw/{s}/{f}" for f in ("data.parquet", "manifest.json", "images")

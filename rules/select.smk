@@ -3,6 +3,7 @@ rule pass_rate:
         records=rules.clean.output.records,
         verified=rules.verify.output[0],
         model=proxy_model,
+        release=release_pass_rates(),
     output:
         "data/passrate/{source}/{shard}.parquet",
     log:
@@ -15,6 +16,7 @@ rule pass_rate:
         model=config["models"]["proxy"],
         k=config["difficulty"]["k"],
         score_truncated=config["difficulty"]["score_truncated"],
+        release=published_pass_rates(),
         seed=SEED,
     script:
         "../scripts/pass_rate.py"

@@ -5,7 +5,8 @@ hand them to ``generate``. Each request has a content key; finished responses ar
 journal as they complete, so a killed job resumes where it stopped and nothing is generated twice.
 
 Backends (``make_backend``): ``scripted`` (the demo teacher), ``transformers`` (local model, CPU or
-GPU), ``vllm`` (offline batched engine on GPUs) and ``openai`` (any OpenAI-compatible server).
+GPU), ``vllm`` (offline batched engine on GPUs), ``openai`` (any OpenAI-compatible server) and
+``release`` (the texts of a published MMFineReason dataset, ``mmfr.release``).
 """
 from __future__ import annotations
 
@@ -132,6 +133,7 @@ BACKENDS = {
     "vllm": "mmfr.generate.vllm:VLLMBackend",
     "openai": "mmfr.generate.openai:OpenAIBackend",
     "scripted": "mmfr.demo.teacher:ScriptedBackend",
+    "release": "mmfr.release:ReleaseBackend",  # a published dataset's texts as the teacher's answers
 }
 
 

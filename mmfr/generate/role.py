@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-BACKEND_NAMES = ("transformers", "vllm", "openai", "scripted")
+BACKEND_NAMES = ("transformers", "vllm", "openai", "scripted", "release")
 # Sampling a backend applies when the block does not say (the block's own keys enter request keys)
 SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 1024, "repetition_penalty": 1.0}
 _FIELDS = ("backend", "model", "revision", "sampling", "batch_size", "tensor_parallel_size")
