@@ -283,7 +283,8 @@ def kill_when(workdir: Path, ready, what: str, timeout: float = 900) -> bool:
 def test_a_build_killed_at_three_points_resumes_to_the_same_bytes(demo_run, tmp_path):
     """kill -9 (every process of the build) while generating traces, while training, and while
     writing the summary; after each, the README's recovery (unlock, run again). The final artifacts
-    equal an uninterrupted build's, and no journal holds a request twice."""
+    equal an uninterrupted build's, and no journal holds a request twice. (Being a second build
+    from nothing, it also shows that two builds give byte-identical data, stage by stage.)"""
     workdir = tmp_path / "killed"
 
     def journal_lines(stage):

@@ -132,8 +132,9 @@ def check_compare(build: Path, release: Path, tmp_path: Path, mmfr: Path) -> Non
 @pytest.mark.workflow
 def test_the_demo_rebuilt_from_its_own_release_has_the_same_verified_sets_and_subsets(demo_run, tmp_path):
     """Export the reduced demo's build in the release layout, then build the datasets again with that
-    release as both teachers: no caption or trace comes from the scripted teacher, and the verified
-    shards and subsets are byte for byte the original build's."""
+    release as both teachers and its pass rates: no caption or trace comes from the scripted teacher
+    and no pass rate from the proxy, and the verified shards and subsets are byte for byte the
+    original build's."""
     import subprocess
     import sys
 
@@ -148,11 +149,13 @@ def test_the_demo_rebuilt_from_its_own_release_has_the_same_verified_sets_and_su
     check_compare(demo_run, release, tmp_path, mmfr)
     overlay = tmp_path / "from-release.yaml"
     block = {"backend": "release", "model": str(release), "revision": "demo-export"}
-    overlay.write_text(json.dumps({"models": {"caption": block, "trace": block}}))
+    overlay.write_text(json.dumps({"models": {"caption": block, "trace": block}, "difficulty": {"from_release": True}}))
     rebuilt = tmp_path / "rebuilt"
     snakemake(rebuilt, "datasets", configs=(*DEMO_CONFIGS, str(overlay)))
     traces = pq.read_table(rebuilt / "data/traces").to_pylist()
     assert {t["model"] for t in traces} == {str(release)} and not [t for t in traces if t["error"]]
+    rates = pq.read_table(rebuilt / "data/passrate").to_pylist()  # the release's pass rates, no proxy call
+    assert rates and {(r["model"], r["k"]) for r in rates} == {(str(release), 4)}
     for stage in ("verified", "subsets"):
         before = sorted(p.relative_to(demo_run) for p in (demo_run / "data" / stage).rglob("*") if p.is_file())
         after = sorted(p.relative_to(rebuilt) for p in (rebuilt / "data" / stage).rglob("*") if p.is_file())

@@ -381,7 +381,7 @@ def test_every_job_of_the_demo_completed_in_slurm_accounting(story):
     final = story["final"]
     assert story["final_rc"] == 0, final.explain()
     assert final.finished()["all"] == 1
-    dry = subprocess.run(snakemake_command(story["workdir"], "-n", "all"), capture_output=True, text=True)
+    dry = subprocess.run(snakemake_command(story["workdir"], "-n", "all", configs=DEMO), capture_output=True, text=True)
     assert "Nothing to be done" in dry.stdout + dry.stderr
     states = sacct(final.job_ids)
     assert {j: r["state"] for j, r in states.items()} == {j: "COMPLETED" for j in final.job_ids}
