@@ -129,24 +129,36 @@ class ReleaseBackend:
         if not index or not os.path.exists(index):
             raise ValueError(f"{role.key or 'model block'}.index: the release index {index!r} is not there "
                              f"(rule release_index builds it)")
-        table = pq.read_table(index)
-        self.rows = {k: i for i, k in enumerate(table.column("key").to_pylist())}
-        self.texts = {task: table.column(task).to_pylist() for task in COLUMNS}
+        self.index = index
         self.release = role.model
 
+    def _lookup(self, wanted: set[str]) -> dict[str, dict]:
+        """The index rows of the ``wanted`` keys only (the whole index of the 2.3M release holds tens of
+        GB of text: a job reads the keys and just its own rows' texts)."""
+        import duckdb
+
+        con = duckdb.connect()
+        con.register("wanted", pa.table({"key": sorted(wanted)}))
+        rows = con.execute(f"SELECT i.key, i.caption, i.trace FROM read_parquet('{self.index}') i "
+                           "JOIN wanted USING (key)").fetchall()
+        con.close()
+        return {key: {"caption": caption, "trace": trace} for key, caption, trace in rows}
+
     def generate(self, requests: list[Request], keys: list[str]) -> Iterator[Response]:
-        for req, key in zip(requests, keys):
+        wanted = [release_key(r.context.get("original_question"), r.images[0] if r.images else None) for r in requests]
+        found = self._lookup(set(wanted))
+        for req, key, want in zip(requests, keys, wanted):
             task = req.context.get("task")
-            row = self.rows.get(release_key(req.context.get("original_question"), req.images[0] if req.images else None))
+            row = found.get(want)
             if task not in COLUMNS:
                 yield Response(key, req.sample_id, req.sample_index, "", "error", 0,
                                f"the release answers captions and traces, not {task!r}")
-            elif row is None or req.sample_index > 0 or not self.texts[task][row]:
+            elif row is None or req.sample_index > 0 or not row[task]:
                 why = "not in the release" if row is None else (
                     "the release holds one trace per question" if req.sample_index else f"the release has no {task}")
                 yield Response(key, req.sample_id, req.sample_index, "", "error", 0, why)
             else:
-                text = self.texts[task][row]
+                text = row[task]
                 yield Response(key, req.sample_id, req.sample_index, text, "stop", len(text.split()))
 
 
