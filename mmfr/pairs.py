@@ -65,12 +65,7 @@ def build(subset_dir: str, verified: list[str], out_dir: str, spec: dict, seed: 
         "per_question": per_question,
         "by_source": dict(sorted(Counter(table.column("source").to_pylist()).items())),
     }
-    data_dir = os.path.join(out_dir, "data")
-    os.makedirs(data_dir, exist_ok=True)
-    n_files = max(1, -(-table.num_rows // shard_rows))
-    for i in range(n_files):
-        schema.write_table(table.slice(i * shard_rows, shard_rows),
-                           os.path.join(data_dir, f"train-{i:05d}-of-{n_files:05d}.parquet"))
+    schema.write_dataset(table, out_dir, shard_rows)
     _write_card(out_dir, os.path.basename(os.path.normpath(subset_dir)), counts)
     log.info("pairs of %s: %d pairs over %d of %d questions", subset_dir, counts["pairs"],
              counts["questions_with_pairs"], counts["questions"])

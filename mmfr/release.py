@@ -88,27 +88,32 @@ def _rows(path: str) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
+def _keyed_rows(release: str, revision: str | None) -> Iterator[tuple[str | None, dict]]:
+    """Every row of a release with its content key (None for a row with no question)."""
+    for path in _release_files(release, revision):
+        for row in _rows(path):
+            question = row.get("ori_question") or row.get("question")
+            key = release_key(question, (row.get("image") or {}).get("bytes")) if question_text(question) else None
+            yield key, row
+
+
 def build_index(release: str, out: str, revision: str | None = None) -> dict:
     """Read every row of a release into the index ``build_index`` documents; a row without a trace or
     without a question is counted and left out. Returns the counts."""
     rows, counts = [], {"rows": 0, "indexed": 0, "no_question": 0, "duplicate_key": 0}
     seen: set[str] = set()
-    for path in _release_files(release, revision):
-        for row in _rows(path):
-            counts["rows"] += 1
-            question = row.get("ori_question") or row.get("question")
-            if not question_text(question):
-                counts["no_question"] += 1
-                continue
-            image = (row.get("image") or {}).get("bytes")
-            key = release_key(question, image)
-            if key in seen:  # the same question and image twice: the first row stands
-                counts["duplicate_key"] += 1
-                continue
-            seen.add(key)
-            rows.append({"key": key, "source": row.get("source"), "id": str(row.get("id")),
-                         "caption": row.get("caption"), "trace": row.get(COLUMNS["trace"]),
-                         "pass_rate": row.get("pass_rate"), "is_consistent": row.get("is_consistent")})
+    for key, row in _keyed_rows(release, revision):
+        counts["rows"] += 1
+        if key is None:
+            counts["no_question"] += 1
+            continue
+        if key in seen:  # the same question and image twice: the first row stands
+            counts["duplicate_key"] += 1
+            continue
+        seen.add(key)
+        rows.append({"key": key, "source": row.get("source"), "id": str(row.get("id")),
+                     "caption": row.get("caption"), "trace": row.get(COLUMNS["trace"]),
+                     "pass_rate": row.get("pass_rate"), "is_consistent": row.get("is_consistent")})
     counts["indexed"] = len(rows)
     rows.sort(key=lambda r: r["key"])
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
@@ -214,15 +219,11 @@ def export(records: list[str], captions: list[str], traces: list[str], verified:
 
 def _release_table(release: str, revision: str | None, con, name: str) -> None:
     """A release's rows (no images) as table ``name`` with their content key, in ``con``."""
-    rows = []
-    for path in _release_files(release, revision):
-        for row in _rows(path):
-            question = row.get("ori_question") or row.get("question")
-            rows.append({"key": release_key(question, (row.get("image") or {}).get("bytes")),
-                         "source": row.get("source"), "answer": row.get("answer"),
-                         "pass_rate": row.get("pass_rate"), "is_consistent": row.get("is_consistent"),
-                         "trace_words": len((row.get(COLUMNS["trace"]) or "").split()),
-                         "caption_words": len((row.get("caption") or "").split())})
+    rows = [{"key": key, "source": row.get("source"), "answer": row.get("answer"),
+             "pass_rate": row.get("pass_rate"), "is_consistent": row.get("is_consistent"),
+             "trace_words": len((row.get(COLUMNS["trace"]) or "").split()),
+             "caption_words": len((row.get("caption") or "").split())}
+            for key, row in _keyed_rows(release, revision)]
     table = pa.Table.from_pylist(rows, schema=pa.schema([
         ("key", pa.string()), ("source", pa.string()), ("answer", pa.string()), ("pass_rate", pa.float64()),
         ("is_consistent", pa.bool_()), ("trace_words", pa.int64()), ("caption_words", pa.int64())]))

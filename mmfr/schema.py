@@ -98,6 +98,17 @@ def write_table(table: pa.Table, path: str) -> None:
                    write_statistics=True, store_schema=True)
     os.replace(tmp, path)
 
+def write_dataset(table: pa.Table, out_dir: str, shard_rows: int = 5000) -> int:
+    """``table`` as ``out_dir/data/train-XXXXX-of-NNNNN.parquet`` files of ``shard_rows`` rows (one,
+    maybe empty, at least), the layout ``datasets.load_dataset(out_dir)`` reads; returns the count."""
+    data_dir = os.path.join(out_dir, "data")
+    os.makedirs(data_dir, exist_ok=True)
+    n_files = max(1, -(-table.num_rows // shard_rows))
+    for i in range(n_files):
+        write_table(table.slice(i * shard_rows, shard_rows),
+                    os.path.join(data_dir, f"train-{i:05d}-of-{n_files:05d}.parquet"))
+    return n_files
+
 # ------------------------------------------------------------------ the tables the stages write
 
 

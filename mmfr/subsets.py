@@ -72,12 +72,7 @@ def build(inputs: dict, out_dir: str, spec: dict, rl: dict, seed: int, shard_row
     except duckdb.Error as e:
         raise ValueError(f"subsets.{spec['name']}.where: {spec.get('where')!r} is not a valid filter: {e}") from None
     table = table.cast(SUBSET)
-    data_dir = os.path.join(out_dir, "data")
-    os.makedirs(data_dir, exist_ok=True)
-    n_files = max(1, -(-table.num_rows // shard_rows))
-    for i in range(n_files):
-        part = table.slice(i * shard_rows, shard_rows)
-        schema.write_table(part, os.path.join(data_dir, f"train-{i:05d}-of-{n_files:05d}.parquet"))
+    n_files = schema.write_dataset(table, out_dir, shard_rows)
     composition = con.execute(
         f"SELECT source, count(*) n, avg(pass_rate) mean_pass_rate, avg(cot_tokens) mean_cot_tokens "
         f"FROM pool WHERE {where} GROUP BY source ORDER BY source").fetchall()
