@@ -9,11 +9,12 @@ import json
 import logging
 import re
 from dataclasses import replace
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmfr import prompts, schema
+from mmfr import images, prompts, schema
 from mmfr.generate import generate, group_job, LoadedModel, make_backend, ModelRole, Request, request_key
 from mmfr.schema import CAPTIONS, TRACES
 from mmfr.answers import extract_answer, has_repetition, split_response
@@ -24,15 +25,18 @@ log = logging.getLogger(__name__)
 def _context(rec: dict, task: str) -> dict:
     return {"task": task, "metadata": json.loads(rec["metadata"]), "answer": rec["answer"],
             "answer_type": rec["answer_type"], "choices": rec["choices"],
-            "original_question": rec["original_question"]}  # what a release row is found by
+            "original_question": rec["original_question"],  # what a release row is found by
+            "image_phash": rec["image_phash"]}
 
 
-def _requests(records: list[dict], task: str, text_of, n: int, seed: int) -> list[Request]:
+def _requests(records: list[dict], task: str, text_of, n: int, seed: int, role: ModelRole) -> list[Request]:
     out = []
+    encode = partial(images.for_model, format=role.option("image_format", "stored"), quality=role.option("image_quality", 90))
     for rec in records:
         messages = ({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text_of(rec)}]},)
+        image = encode(rec["image"]["bytes"])
         for i in range(n):
-            out.append(Request(rec["id"], messages, (rec["image"]["bytes"],), i,
+            out.append(Request(rec["id"], messages, (image,), i,
                                schema.seed_for(seed, task, rec["id"], i), _context(rec, task)))
     return out
 
@@ -40,7 +44,7 @@ def _requests(records: list[dict], task: str, text_of, n: int, seed: int) -> lis
 def _run(records, task, text_of, n, role: ModelRole, seed, journal_path, prompt_name,
          loaded: LoadedModel | None = None):
     _, prompt_version = prompts.load(prompt_name)
-    reqs = _requests(records, task, text_of, n, seed)
+    reqs = _requests(records, task, text_of, n, seed, role)
     keys = [request_key(role, r, prompt_version) for r in reqs]
     backend = loaded.factory(role) if loaded else lambda: make_backend(role)
     responses = generate(backend, reqs, keys, journal_path)

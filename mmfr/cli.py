@@ -151,7 +151,7 @@ def export_release(out: str, subsets: list[str]) -> None:
     print(f"{sum(counts.values())} rows in {len(counts)} sources written to {out}")
 
 
-def compare_release(release: str, revision: str | None, pairs: list[str], out: str) -> None:
+def compare_release(release: str, revision: str | None, pairs: list[str], out: str, distance: int) -> None:
     """``mmfr compare RELEASE``: the build beside the release (``mmfr.release.compare``), printed and in ``out``."""
     import os
 
@@ -163,7 +163,7 @@ def compare_release(release: str, revision: str | None, pairs: list[str], out: s
     if absent := [name for name, folder in subsets.items() if not os.path.isdir(folder)]:
         raise SystemExit(f"compare: no subset {absent[0]!r} in this build (data/subsets/)")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    result = compare(shards, subsets, release, revision, released, out)
+    result = compare(shards, subsets, release, revision, released, out, distance)
     for name, rows in (("Sources", result["sources"]), ("Subsets", result["subsets"])):
         print(f"## {name}")
         if rows:
@@ -215,11 +215,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="compare our subset NAME with a released set (Hub id or folder), e.g. "
                         "mfr123k=OpenDataArena/MMFineReason-SFT-123K-Qwen3-VL-235B-Thinking")
     p.add_argument("--out", default="results/release_compare.duckdb", help="duckdb file with the two tables")
+    p.add_argument("--phash-distance", type=int, default=4, help="a record whose image bytes differ from the "
+                   "release's matches the same question with an image this many bits of perceptual hash away")
     args = parser.parse_args(argv)
     if args.command == "export-release":
         return export_release(args.out, args.subset)
     if args.command == "compare":
-        return compare_release(args.release, args.revision, args.subset, args.out)
+        return compare_release(args.release, args.revision, args.subset, args.out, args.phash_distance)
     if args.command == "score":
         sys.exit(score(args.records, args.benchmark, args.configfile, args.out, args.judge))
     if args.command == "clean":

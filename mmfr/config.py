@@ -148,6 +148,22 @@ def _unique(items: list[dict], key: str, where: str) -> None:
         seen.add(item[key])
 
 
+def _check_compare(config: dict) -> None:
+    """compare: a Hub release at a pinned revision; released sets for subsets the build makes."""
+    spec = config.get("compare") or {}
+    names = {s["name"] for s in config["subsets"]} | {config["selection"]["rl"]["name"]}
+    if spec.get("subsets") and not spec.get("release"):
+        raise ConfigError("compare.subsets: set compare.release too (the sources are compared with it)")
+    if spec.get("release") and not os.path.isdir(spec["release"]) and not spec.get("revision"):
+        raise ConfigError(f"compare.revision: the release {spec['release']!r} is read at a pinned revision")
+    for name, released in (spec.get("subsets") or {}).items():
+        if name not in names:
+            raise ConfigError(f"compare.subsets.{name}: no subset of that name (subsets: {sorted(names)})")
+        if isinstance(released, str) and not os.path.isdir(released):
+            raise ConfigError(f"compare.subsets.{name}: the Hub set {released!r} is read at a pinned revision: "
+                              "give {dataset, revision}")
+
+
 def check_config(config: dict) -> None:
     _unique(config["sources"], "name", "sources")
     _unique(config["benchmarks"], "name", "benchmarks")
@@ -200,6 +216,7 @@ def check_config(config: dict) -> None:
                 if (config["models"].get(r) or {}).get("backend") == "release"}
     if len(releases) > 1:
         raise ConfigError(f"models.caption, models.trace: one release for both (got {sorted(releases)})")
+    _check_compare(config)
     # evaluation's block runs each checkpoint in turn: checked with a stand-in for the model
     _check_role({**config["evaluate"]["generation"], "model": "<checkpoint>"}, "evaluate.generation")
     if config["evaluate"].get("judge"):

@@ -89,6 +89,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmfr import schema
+from mmfr.nearhash import codes, group, hamming_join, phash_values
 from mmfr.schema import DROPS
 
 log = logging.getLogger(__name__)
@@ -168,89 +169,6 @@ def _list_offsets(lists: pa.ListArray) -> pa.Array:
 def _index_in(values: pa.Array, value_set: pa.Array) -> np.ndarray:
     """Position of each value in ``value_set``, -1 where absent."""
     return pc.fill_null(pc.index_in(values, value_set=value_set), -1).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _codes(arr: pa.Array) -> np.ndarray:
-    """Integer codes of equal values (only equality is used); each null gets a code of its own."""
-    enc = pc.dictionary_encode(arr)
-    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    nulls = np.flatnonzero(codes < 0)
-    codes[nulls] = len(enc.dictionary) + np.arange(len(nulls))
-    return codes
-
-
-# ---------------------------------------------------------------- hashes
-_HEX = np.full(256, 255, np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX[_c] = _i
-
-
-def phash_values(hexes: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """16-hex-char hashes → (uint64 values, valid mask); null or malformed hashes are invalid."""
-    a = pc.utf8_lower(pc.cast(hexes, pa.string()))
-    ok = pc.fill_null(pc.equal(pc.utf8_length(a), 16), False)
-    a = pc.if_else(ok, a, "0" * 16).combine_chunks() if isinstance(a, pa.ChunkedArray) else pc.if_else(ok, a, "0" * 16)
-    n = len(a)
-    if not n:
-        return np.zeros(0, np.uint64), np.zeros(0, bool)
-    offsets = np.frombuffer(a.buffers()[1], np.int32)[a.offset:a.offset + n + 1]
-    raw = np.frombuffer(a.buffers()[2], np.uint8)
-    nibbles = _HEX[raw[offsets[:-1, None] + np.arange(16)]]
-    valid = ok.to_numpy(zero_copy_only=False) & (nibbles != 255).all(axis=1)
-    values = np.zeros(n, np.uint64)
-    for k in range(16):
-        values = (values << np.uint64(4)) | (nibbles[:, k] & 15).astype(np.uint64)
-    return values, valid
-
-
-def _bands(d: int) -> list[tuple[np.uint64, np.uint64]]:
-    """(shift, mask) of d + 1 disjoint bands covering the 64 bits."""
-    edges = np.linspace(0, 64, d + 2).round().astype(int)
-    return [(np.uint64(lo), np.uint64((1 << (hi - lo)) - 1)) for lo, hi in zip(edges[:-1], edges[1:])]
-
-
-def _group(*keys: np.ndarray) -> np.ndarray:
-    """Dense labels of equal key tuples (labels follow the sorted key order)."""
-    n = len(keys[0])
-    if not n:
-        return np.zeros(0, np.int64)
-    order = np.lexsort(keys[::-1])
-    change = np.zeros(n, bool)
-    for k in keys:
-        ks = k[order]
-        change[1:] |= ks[1:] != ks[:-1]
-    labels = np.empty(n, np.int64)
-    labels[order] = np.cumsum(change)
-    return labels
-
-
-def hamming_join(key_a: np.ndarray, ph_a: np.ndarray, key_b: np.ndarray, ph_b: np.ndarray, d: int,
-                 chunk: int = 1 << 22):
-    """Yield (ia, ib, distance) arrays of the pairs with equal key and hashes at most ``d`` bits
-    apart, in bounded chunks. A pair may be yielded more than once (once per shared band)."""
-    if not len(key_a) or not len(key_b):
-        return
-    for shift, mask in _bands(d):
-        labels = _group(np.concatenate([key_a, key_b]),
-                        np.concatenate([(ph_a >> shift) & mask, (ph_b >> shift) & mask]))
-        la, lb = labels[:len(key_a)], labels[len(key_a):]
-        border = np.argsort(lb, kind="stable")
-        lbs = lb[border]
-        lo = np.searchsorted(lbs, la, "left")
-        cnt = np.searchsorted(lbs, la, "right") - lo
-        rows = np.flatnonzero(cnt)
-        ends = np.cumsum(cnt[rows])
-        start = 0
-        while start < len(rows):
-            stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + chunk, "right")))
-            r, c = rows[start:stop], cnt[rows[start:stop]]
-            ia = np.repeat(r, c)
-            first = np.repeat(np.cumsum(c) - c, c)
-            ib = border[np.repeat(lo[r], c) + np.arange(len(ia)) - first]
-            dist = np.bitwise_count(ph_a[ia] ^ ph_b[ib]).astype(np.int64)
-            keep = dist <= d
-            yield ia[keep], ib[keep], dist[keep]
-            start = stop
 
 
 class UnionFind:
@@ -350,13 +268,13 @@ def find_drops(train: pa.Table, bench: pa.Table, priority: list[str], cfg: Dedup
     train_nq = nq_enc.dictionary  # distinct normalised training questions, indexed by qid
     bench_nq = normalise_questions(bench.column("question").combine_chunks()) if m else pa.array([], pa.large_string())
 
-    sha_codes = _codes(pa.concat_arrays([pc.cast(train.column("image_sha256").combine_chunks(), pa.string()),
+    sha_codes = codes(pa.concat_arrays([pc.cast(train.column("image_sha256").combine_chunks(), pa.string()),
                                          pc.cast(bench.column("image_sha256").combine_chunks(), pa.string())]))
     sha, bsha = sha_codes[:n], sha_codes[n:]
     ph, ph_ok = phash_values(train.column("image_phash").combine_chunks())
     bph, bph_ok = phash_values(bench.column("image_phash").combine_chunks())
     if cfg.phash_needs_answer:
-        label_codes = _codes(pa.concat_arrays([_labels(train), _labels(bench)]))
+        label_codes = codes(pa.concat_arrays([_labels(train), _labels(bench)]))
     else:
         label_codes = np.zeros(n + m, np.int64)
     label, blabel = label_codes[:n], label_codes[n:]
@@ -376,7 +294,7 @@ def find_drops(train: pa.Table, bench: pa.Table, priority: list[str], cfg: Dedup
         # an image's identity for template counts: its hash, so re-encoded copies count once
         phashes, shas = (pa.concat_arrays([pc.cast(t.column(c).combine_chunks(), pa.string()) for t in (train, bench)])
                          for c in ("image_phash", "image_sha256"))
-        ident = _codes(pc.coalesce(phashes, shas))
+        ident = codes(pc.coalesce(phashes, shas))
         _bench_questions(settle, qid, train_nq, ident[:n], bench_nq, ident[n:], bpref, border, cfg)
     if cfg.duplicates:
         _duplicates(settle, qid, sha, ph, ph_ok, label, pref, cfg)
@@ -425,10 +343,10 @@ def _bench_images(settle, sha, bsha, ph, ph_ok, bph, bph_ok, label, blabel, bpre
     a_rows = np.flatnonzero(ph_ok)
     b_rows = np.flatnonzero(bph_ok)
     if len(a_rows) and len(b_rows):
-        ga = _group(label[a_rows], ph[a_rows])
+        ga = group(label[a_rows], ph[a_rows])
         a_first = np.full(ga.max() + 1, -1, np.int64)
         a_first[ga] = a_rows  # any member stands for its group: same label and hash
-        gb = _group(blabel[b_rows], bph[b_rows])
+        gb = group(blabel[b_rows], bph[b_rows])
         b_best = np.full(gb.max() + 1, np.iinfo(np.int64).max, np.int64)
         np.minimum.at(b_best, gb, bpref[b_rows])
         b_first = border[np.minimum(b_best, len(border) - 1)]
@@ -455,7 +373,7 @@ def _bench_questions(settle, qid, train_nq, img, bench_nq, bimg, bpref, border, 
 
     # identical questions
     words = pc.fill_null(pc.list_value_length(pc.utf8_split_whitespace(bench_nq)), 0).to_numpy(zero_copy_only=False)
-    bcode = _codes(bench_nq)
+    bcode = codes(bench_nq)
     long_enough = words >= cfg.min_question_words
     if long_enough.any():
         at = _index_in(train_nq, bench_nq)
@@ -521,14 +439,14 @@ def _duplicates(settle, qid, sha, ph, ph_ok, label, pref, cfg) -> None:
     form clusters; each keeps its preferred member, the others point at it."""
     n = len(qid)
     uf = UnionFind(n)
-    exact = _group(qid, sha)
+    exact = group(qid, sha)
     rep = np.full(exact.max() + 1, -1, np.int64)
     rep[exact] = np.arange(n)
     uf.union(np.arange(n), rep[exact])
     if cfg.near_duplicates:
         rows = np.flatnonzero(ph_ok)
-        key = _group(qid[rows], label[rows])
-        node = _group(key, ph[rows])  # identical question, label and hash: one node
+        key = group(qid[rows], label[rows])
+        node = group(key, ph[rows])  # identical question, label and hash: one node
         node_rep = np.full(node.max() + 1 if len(node) else 0, -1, np.int64)
         node_rep[node] = rows
         uf.union(rows, node_rep[node])

@@ -60,14 +60,16 @@ def pass_rate_shard(shard: str, verified: str, out: str, model: dict | ModelRole
 
 
 def _published(records: list[dict], release: dict) -> dict[str, dict]:
-    """The pass-rate rows of the records a release holds with a pass rate (``mmfr.release``)."""
-    from mmfr.release import release_key
+    """The pass-rate rows of the records a release holds with a pass rate (``mmfr.release``: matched
+    by question and image bytes, else image content)."""
+    from mmfr.release import PHASH_DISTANCE, lookup, wanted_table
 
-    index = pq.read_table(release["index"], columns=["key", "pass_rate"]).to_pylist()
-    rate = {r["key"]: r["pass_rate"] for r in index if r["pass_rate"] is not None}
+    wanted = wanted_table([r["original_question"] for r in records], [r["image"]["bytes"] for r in records],
+                          [r["image_phash"] for r in records], [r["answer"] for r in records])
     out = {}
-    for rec in records:
-        value = rate.get(release_key(rec["original_question"], rec["image"]["bytes"]))
+    for rec, row in zip(records, lookup(release["index"], wanted, ["pass_rate"],
+                                          release.get("phash_distance", PHASH_DISTANCE))):
+        value = row["pass_rate"] if row else None
         if value is not None:
             out[rec["id"]] = {"id": rec["id"], "source": rec["source"], "k": RELEASE_K,
                               "n_correct": round(value * RELEASE_K), "n_truncated": 0, "n_error": 0,

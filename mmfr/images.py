@@ -97,6 +97,47 @@ def perceptual_hash(img: Image.Image) -> str:
     return str(imagehash.phash(grey.reduce(factor) if factor > 1 else grey))
 
 
+FORMATS = {"png": "PNG", "jpeg": "JPEG"}
+
+
+def for_model(data: bytes, format: str = "stored", quality: int = 90) -> bytes:
+    """A stored (normalised) image as a model is sent it: ``stored`` as it is; ``png`` or ``jpeg``
+    (at ``quality``) re-encoded, unless it is already in that format."""
+    if format == "stored" or not data:
+        return data
+    img = Image.open(io.BytesIO(data))
+    if img.format == FORMATS[format]:
+        return data
+    out = io.BytesIO()
+    if format == "jpeg":
+        img.convert("RGB").save(out, format="JPEG", quality=quality)
+    else:
+        img.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def phash_of(data: bytes) -> str | None:
+    """The perceptual hash of encoded image bytes as ``normalise`` would give it (turned upright by
+    EXIF), or None when they do not decode. A JPEG is decoded at a reduced scale (its short side
+    still at least 128 px, all the hash looks at), which a hash within a few bits does not notice."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.format == "JPEG" and min(img.size) >= 256:
+            scale = min(img.size) / 128
+            img.draft("RGB", (int(img.width / scale) + 1, int(img.height / scale) + 1))
+        img.load()
+        try:
+            if img.getexif().get(ORIENTATION, 1) != 1:
+                img = ImageOps.exif_transpose(img)
+        except Exception:  # a broken EXIF block: the pixels as they are
+            pass
+        if img.mode in ("RGBA", "LA", "P"):  # on white, as normalise composes them
+            img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
+        return perceptual_hash(img)
+    except Exception:  # undecodable: no content to match by
+        return None
+
+
 def hamming(a: str, b: str) -> int:
     """Bits that differ between two hex perceptual hashes."""
     return (int(a, 16) ^ int(b, 16)).bit_count()

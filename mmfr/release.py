@@ -7,7 +7,9 @@ question as cleaned (``question``, with an ``<image>`` marker), the question as 
 (``ori_question``, empty where cleaning left it as it was), the source's answer (``original_answer``),
 the 4B proxy's ``pass_rate`` and the judge's ``is_consistent``. Their ``id`` is unique within a
 source only, and their source names are theirs (``FineVision-geo170k(qa)``), so a release row is
-found by content: the source's question, normalised, and the image's sha256 (``release_key``).
+found by content: the source's question, normalised, and the image's sha256 (``release_key``); where
+the bytes differ (a release that re-encoded its images, or ours turned upright by EXIF), by the same
+question and an image whose perceptual hash lies within a few bits (``match``).
 
 - ``build_index`` reads a release (a local folder of parquet files, or a Hub id at a revision) once
   into ``data/release/index.parquet``: key, the texts the teacher roles take, pass rate, verdict.
@@ -29,7 +31,9 @@ import os
 import re
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmfr import schema
@@ -40,7 +44,8 @@ log = logging.getLogger(__name__)
 
 # what each teacher role reads from a release row
 COLUMNS = {"caption": "caption", "trace": "qwen3vl_235b_thinking_response"}
-INDEX = pa.schema([("key", pa.string()), ("source", pa.string()), ("id", pa.string()), ("caption", pa.string()),
+INDEX = pa.schema([("key", pa.string()), ("qkey", pa.string()), ("phash", pa.string()), ("answer", pa.string()),
+                   ("source", pa.string()), ("id", pa.string()), ("caption", pa.string()),
                    ("trace", pa.string()), ("pass_rate", pa.float64()), ("is_consistent", pa.bool_())])
 # the Full-2.3M layout (its columns, in the order most of its configs give them)
 RELEASE = pa.schema([("question", pa.string()), ("id", pa.int64()), ("original_answer", pa.string()),
@@ -50,6 +55,7 @@ RELEASE = pa.schema([("question", pa.string()), ("id", pa.int64()), ("original_a
                      ("is_consistent", pa.bool_()), ("image", schema.IMAGE_TYPE)],
                     metadata=schema.hf_features_metadata([("image", schema.IMAGE_TYPE)]))
 _MARKER = re.compile(r"<image>", re.I)
+PHASH_DISTANCE = 4  # default bits between perceptual hashes for a match by image content (dedup's default)
 
 
 def question_text(question: str | None) -> str:
@@ -63,6 +69,91 @@ def release_key(question: str | None, image: bytes | None) -> str:
     image's sha256 (a release row is matched to a record of ours by it)."""
     digest = hashlib.sha256(image).hexdigest() if image else ""
     return hashlib.sha256(f"{question_text(question)}\x00{digest}".encode()).hexdigest()
+
+
+def question_key(question: str | None) -> str:
+    """The question part of a match by image content: sha256 of the normalised question."""
+    return hashlib.sha256(question_text(question).encode()).hexdigest()
+
+
+def answer_text(answer) -> str | None:
+    """An answer as a match by image content compares it: no ``$``, spaces collapsed, case folded."""
+    text = " ".join(str(answer).replace("$", " ").split()).casefold() if answer is not None else ""
+    return text or None
+
+
+def match(ours: pa.Table, theirs: pa.Table, distance: int | None = PHASH_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
+    """The row of ``theirs`` each row of ``ours`` is (both with columns key, qkey, phash, answer): the
+    same key (question and image bytes), else the same question and answer (``answer_text``; a side
+    without one does not object) with the closest image within ``distance`` bits of perceptual hash,
+    as dedup's near duplicates (ties: the first such row; ``None``: by bytes only). Returns (row of
+    theirs or -1, bits apart: -1 where the bytes are the same)."""
+    from mmfr.nearhash import codes, hamming_join, phash_values
+
+    row = pc.fill_null(pc.index_in(ours.column("key"), value_set=theirs.column("key").combine_chunks()), -1)
+    row = row.to_numpy(zero_copy_only=False).astype(np.int64)
+    bits = np.full(len(row), -1, np.int64)
+    todo = np.flatnonzero(row < 0)
+    if distance is None or not len(todo) or not len(theirs):
+        return row, bits
+    qkeys = pa.concat_arrays([ours.column("qkey").combine_chunks().take(pa.array(todo)),
+                              theirs.column("qkey").combine_chunks()])
+    qcode = codes(qkeys)
+    ph_a, ok_a = phash_values(ours.column("phash").combine_chunks().take(pa.array(todo)))
+    ph_b, ok_b = phash_values(theirs.column("phash").combine_chunks())
+    a, b = np.flatnonzero(ok_a), np.flatnonzero(ok_b)
+    found = [(a[ia], b[ib], d) for ia, ib, d in
+             hamming_join(qcode[:len(todo)][a], ph_a[a], qcode[len(todo):][b], ph_b[b], distance)]
+    ia, ib, d = (np.concatenate(x) for x in zip(*found)) if found else (np.zeros(0, np.int64),) * 3
+    answers = pa.concat_arrays([ours.column("answer").combine_chunks().take(pa.array(todo)),
+                                theirs.column("answer").combine_chunks()])
+    given = pc.is_valid(answers).to_numpy(zero_copy_only=False)
+    code = codes(answers)
+    code_a, code_b = code[:len(todo)], code[len(todo):]
+    agree = ~given[:len(todo)][ia] | ~given[len(todo):][ib] | (code_a[ia] == code_b[ib])
+    ia, ib, d = ia[agree], ib[agree], d[agree]
+    if len(ia):
+        order = np.lexsort((ib, d, ia))  # per row of ours: fewest bits, then the first row of theirs
+        first = order[np.r_[True, ia[order][1:] != ia[order][:-1]]]
+        row[todo[ia[first]]] = ib[first]
+        bits[todo[ia[first]]] = d[first]
+    return row, bits
+
+
+def lookup(index: str, wanted: pa.Table, columns: list[str], distance: int | None = PHASH_DISTANCE) -> list[dict | None]:
+    """The index rows (``columns``) that the rows of ``wanted`` (key, qkey, phash, answer) match, in order
+    (None: not in the release). Reads the index's candidate rows only: those with a wanted key or
+    question (the 2.3M release's index holds tens of GB of text)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads TO 1")
+    con.register("wanted", wanted)
+    source = f"read_parquet('{index}')"
+    candidates = con.sql(f"""
+        SELECT key, qkey, phash, answer FROM {source} WHERE key IN (SELECT key FROM wanted)
+        UNION SELECT key, qkey, phash, answer FROM {source} WHERE qkey IN (SELECT qkey FROM wanted)
+        ORDER BY key""").to_arrow_table()
+    row, _ = match(wanted, candidates, distance)
+    keys = candidates.column("key").to_pylist()
+    chosen = pa.table({"key": sorted({keys[r] for r in row if r >= 0})})
+    con.register("chosen", chosen)
+    found = {r[0]: dict(zip(columns, r[1:])) for r in con.execute(
+        f"SELECT i.key, {', '.join('i.' + c for c in columns)} FROM {source} i JOIN chosen USING (key)").fetchall()}
+    con.close()
+    return [found[keys[r]] if r >= 0 else None for r in row]
+
+
+def wanted_table(questions: list[str | None], images: list[bytes | None], phashes: list[str | None],
+                 answers: list[str | None]) -> pa.Table:
+    """Rows to ``lookup``: the key and question key of each question and image, with the image's
+    perceptual hash (computed here where not given) and the answer."""
+    from mmfr.images import phash_of
+
+    return pa.table({"key": [release_key(q, img) for q, img in zip(questions, images)],
+                     "qkey": [question_key(q) for q in questions],
+                     "phash": [ph or (phash_of(img) if img else None) for ph, img in zip(phashes, images)],
+                     "answer": pa.array([answer_text(a) for a in answers], pa.string())})
 
 
 # --------------------------------------------------------------------------- reading a release
@@ -88,13 +179,19 @@ def _rows(path: str) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
-def _keyed_rows(release: str, revision: str | None) -> Iterator[tuple[str | None, dict]]:
-    """Every row of a release with its content key (None for a row with no question)."""
+def _keyed_rows(release: str, revision: str | None) -> Iterator[tuple[dict | None, dict]]:
+    """Every row of a release with its match columns (key, qkey, phash; None for a row with no
+    question)."""
+    from mmfr.images import phash_of
+
     for path in _release_files(release, revision):
         for row in _rows(path):
             question = row.get("ori_question") or row.get("question")
-            key = release_key(question, (row.get("image") or {}).get("bytes")) if question_text(question) else None
-            yield key, row
+            image = (row.get("image") or {}).get("bytes")
+            keys = {"key": release_key(question, image), "qkey": question_key(question),
+                    "phash": phash_of(image) if image else None,
+                    "answer": answer_text(row.get("answer"))} if question_text(question) else None
+            yield keys, row
 
 
 def build_index(release: str, out: str, revision: str | None = None) -> dict:
@@ -102,16 +199,16 @@ def build_index(release: str, out: str, revision: str | None = None) -> dict:
     without a question is counted and left out. Returns the counts."""
     rows, counts = [], {"rows": 0, "indexed": 0, "no_question": 0, "duplicate_key": 0}
     seen: set[str] = set()
-    for key, row in _keyed_rows(release, revision):
+    for keys, row in _keyed_rows(release, revision):
         counts["rows"] += 1
-        if key is None:
+        if keys is None:
             counts["no_question"] += 1
             continue
-        if key in seen:  # the same question and image twice: the first row stands
+        if keys["key"] in seen:  # the same question and image twice: the first row stands
             counts["duplicate_key"] += 1
             continue
-        seen.add(key)
-        rows.append({"key": key, "source": row.get("source"), "id": str(row.get("id")),
+        seen.add(keys["key"])
+        rows.append({**keys, "source": row.get("source"), "id": str(row.get("id")),
                      "caption": row.get("caption"), "trace": row.get(COLUMNS["trace"]),
                      "pass_rate": row.get("pass_rate"), "is_consistent": row.get("is_consistent")})
     counts["indexed"] = len(rows)
@@ -136,25 +233,16 @@ class ReleaseBackend:
                              f"(rule release_index builds it)")
         self.index = index
         self.release = role.model
-
-    def _lookup(self, wanted: set[str]) -> dict[str, dict]:
-        """The index rows of the ``wanted`` keys only (the whole index of the 2.3M release holds tens of
-        GB of text: a job reads the keys and just its own rows' texts)."""
-        import duckdb
-
-        con = duckdb.connect()
-        con.register("wanted", pa.table({"key": sorted(wanted)}))
-        rows = con.execute(f"SELECT i.key, i.caption, i.trace FROM read_parquet('{self.index}') i "
-                           "JOIN wanted USING (key)").fetchall()
-        con.close()
-        return {key: {"caption": caption, "trace": trace} for key, caption, trace in rows}
+        self.distance = role.option("phash_distance", PHASH_DISTANCE)
 
     def generate(self, requests: list[Request], keys: list[str]) -> Iterator[Response]:
-        wanted = [release_key(r.context.get("original_question"), r.images[0] if r.images else None) for r in requests]
-        found = self._lookup(set(wanted))
-        for req, key, want in zip(requests, keys, wanted):
+        wanted = wanted_table([r.context.get("original_question") for r in requests],
+                              [r.images[0] if r.images else None for r in requests],
+                              [r.context.get("image_phash") for r in requests],
+                              [r.context.get("answer") for r in requests])
+        found = lookup(self.index, wanted, ["caption", "trace"], self.distance)
+        for req, key, row in zip(requests, keys, found):
             task = req.context.get("task")
-            row = found.get(want)
             if task not in COLUMNS:
                 yield Response(key, req.sample_id, req.sample_index, "", "error", 0,
                                f"the release answers captions and traces, not {task!r}")
@@ -217,29 +305,35 @@ def export(records: list[str], captions: list[str], traces: list[str], verified:
 
 # --------------------------------------------------------------------------- our build against a release
 
-def _release_table(release: str, revision: str | None, con, name: str) -> None:
-    """A release's rows (no images) as table ``name`` with their content key, in ``con``."""
-    rows = [{"key": key, "source": row.get("source"), "answer": row.get("answer"),
+def _release_rows(release: str, revision: str | None) -> pa.Table:
+    """A release's rows (no images) with their match columns, one per row with a question."""
+    rows = [{**keys, "source": row.get("source"), "their_answer": row.get("answer"),
              "pass_rate": row.get("pass_rate"), "is_consistent": row.get("is_consistent"),
              "trace_words": len((row.get(COLUMNS["trace"]) or "").split()),
              "caption_words": len((row.get("caption") or "").split())}
-            for key, row in _keyed_rows(release, revision)]
+            for keys, row in _keyed_rows(release, revision) if keys is not None]
     table = pa.Table.from_pylist(rows, schema=pa.schema([
-        ("key", pa.string()), ("source", pa.string()), ("answer", pa.string()), ("pass_rate", pa.float64()),
-        ("is_consistent", pa.bool_()), ("trace_words", pa.int64()), ("caption_words", pa.int64())]))
-    con.register(f"{name}_arrow", table)
-    con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_arrow")
+        ("key", pa.string()), ("qkey", pa.string()), ("phash", pa.string()), ("answer", pa.string()),
+        ("source", pa.string()), ("their_answer", pa.string()), ("pass_rate", pa.float64()), ("is_consistent", pa.bool_()),
+        ("trace_words", pa.int64()), ("caption_words", pa.int64())]))
+    return table.append_column("row", pa.array(np.arange(len(table), dtype=np.int64)))
+
+
+def _released(value: str | dict) -> tuple[str, str | None]:
+    """A released set as config gives it: a folder or Hub id, or ``{dataset, revision}``."""
+    return (value["dataset"], value.get("revision")) if isinstance(value, dict) else (value, None)
 
 
 def compare(shards: dict[str, list[str]], subsets: dict[str, str], release: str, revision: str | None,
-            released_subsets: dict[str, str], out: str) -> dict:
+            released_subsets: dict[str, str | dict], out: str, distance: int | None = PHASH_DISTANCE) -> dict:
     """Set a build beside a release, into the duckdb file ``out``: per source of ours, records matched
-    to a release row (``release_key``), answers that agree, our verdict against the release's
-    ``is_consistent``, our pass rate against theirs, trace and caption lengths (words) side by side
-    (table ``release_sources``); per subset named in ``released_subsets`` ({our subset: released set}),
-    the overlap by content key: ours, theirs, in_both, Jaccard (table ``release_subsets``). ``shards``:
-    the build's clean, captions, traces, verified and passrate shards; ``subsets``: our subset folders
-    by name. Returns both tables as lists of dicts."""
+    to a release row (``match``: by bytes, or by image content within ``distance`` bits), answers that
+    agree, our verdict against the release's ``is_consistent``, our pass rate against theirs, trace and
+    caption lengths (words) side by side (table ``release_sources``); per subset named in
+    ``released_subsets`` ({our subset: released set}), the overlap: ours, theirs, in_both (rows of
+    ours matched in theirs), Jaccard (table ``release_subsets``). ``shards``: the build's clean,
+    captions, traces, verified and passrate shards; ``subsets``: our subset folders by name. Returns
+    both tables as lists of dicts."""
     import duckdb
 
     if os.path.exists(out):
@@ -249,40 +343,51 @@ def compare(shards: dict[str, list[str]], subsets: dict[str, str], release: str,
     for stage, paths in shards.items():
         con.execute(f"CREATE VIEW {stage} AS SELECT * FROM read_parquet({list(paths)!r})")
     con.create_function("rkey", lambda q, img: release_key(q, img), [str, bytes], str, side_effects=False)
+    con.create_function("qkey", lambda q: question_key(q), [str], str, side_effects=False)
     con.create_function("words", lambda text: len((text or "").split()), [str], int, side_effects=False)
-    con.execute("""CREATE TABLE ours AS
-        SELECT r.source, r.id, rkey(r.original_question, r.image.bytes) AS key, r.answer, v.verdict, p.pass_rate,
+    con.create_function("ans", answer_text, [str], str, side_effects=False)
+    ours = con.sql("""
+        SELECT r.source, r.id, rkey(r.original_question, r.image.bytes) AS key, qkey(r.original_question) AS qkey,
+               r.image_phash AS phash, ans(r.answer) AS answer, r.answer AS our_answer, v.verdict, p.pass_rate,
                words(t.response) AS trace_words, words(c.caption) AS caption_words
         FROM clean r
         LEFT JOIN verified v ON v.id = r.id AND v.sample_index = 0
         LEFT JOIN traces t ON t.id = r.id AND t.sample_index = 0
         LEFT JOIN captions c ON c.id = r.id
-        LEFT JOIN passrate p ON p.id = r.id""")
-    _release_table(release, revision, con, "theirs")
+        LEFT JOIN passrate p ON p.id = r.id""").to_arrow_table()
+    theirs = _release_rows(release, revision)
+    row, bits = match(ours, theirs, distance)
+    ours = ours.append_column("their_row", pa.array(row)).append_column("phash_bits", pa.array(bits))
+    con.register("ours_arrow", ours)
+    con.register("theirs_arrow", theirs)
+    con.execute("CREATE TABLE ours AS SELECT * FROM ours_arrow")
+    con.execute("CREATE TABLE theirs AS SELECT * FROM theirs_arrow")
     con.execute("""CREATE TABLE release_sources AS
-        SELECT o.source, count(*) AS records, count(t.key) AS matched,
-               round(count(t.key) / count(*), 4) AS matched_share,
-               count_if(t.key IS NOT NULL AND lower(trim(o.answer)) IS NOT DISTINCT FROM lower(trim(t.answer)))
+        SELECT o.source, count(*) AS records, count(t.row) AS matched,
+               round(count(t.row) / count(*), 4) AS matched_share,
+               count_if(o.phash_bits >= 0) AS matched_by_image_content,
+               count_if(t.row IS NOT NULL AND lower(trim(o.our_answer)) IS NOT DISTINCT FROM lower(trim(t.their_answer)))
                    AS answers_agree,
-               count_if(t.key IS NOT NULL AND (o.verdict = 'correct') = t.is_consistent) AS verdicts_agree,
-               count_if(t.key IS NOT NULL AND o.pass_rate IS NOT NULL AND t.pass_rate IS NOT NULL) AS pass_rates_both,
+               count_if(t.row IS NOT NULL AND (o.verdict = 'correct') = t.is_consistent) AS verdicts_agree,
+               count_if(t.row IS NOT NULL AND o.pass_rate IS NOT NULL AND t.pass_rate IS NOT NULL) AS pass_rates_both,
                round(avg(abs(o.pass_rate - t.pass_rate)), 4) AS pass_rate_mean_abs_diff,
                median(o.trace_words) AS our_trace_words_median, median(t.trace_words) AS their_trace_words_median,
                median(o.caption_words) AS our_caption_words_median, median(t.caption_words) AS their_caption_words_median
-        FROM ours o LEFT JOIN theirs t ON t.key = o.key
+        FROM ours o LEFT JOIN theirs t ON t.row = o.their_row
         GROUP BY o.source ORDER BY o.source""")
     rows = []
     for name, folder in sorted(subsets.items()):
         if name not in released_subsets:
             continue
-        table = f"released_{len(rows)}"
-        _release_table(released_subsets[name], None, con, table)
-        ours = {r[0] for r in con.execute(
-            f"SELECT rkey(original_question, image.bytes) FROM read_parquet('{folder}/data/*.parquet')").fetchall()}
-        theirs = {r[0] for r in con.execute(f"SELECT key FROM {table}").fetchall()}
-        both = len(ours & theirs)
-        rows.append({"subset": name, "released": released_subsets[name], "ours": len(ours), "theirs": len(theirs),
-                     "in_both": both, "jaccard": round(both / max(1, len(ours | theirs)), 4)})
+        mine = con.sql(f"""SELECT DISTINCT rkey(original_question, image.bytes) AS key,
+            qkey(original_question) AS qkey, image_phash AS phash, ans(answer) AS answer
+            FROM read_parquet('{folder}/data/*.parquet')""").to_arrow_table()
+        released = _release_rows(*_released(released_subsets[name]))
+        matched, _ = match(mine, released, distance)
+        both = len(set(matched[matched >= 0].tolist()))
+        n_ours, n_theirs = len(mine), len(set(released.column("key").to_pylist()))
+        rows.append({"subset": name, "released": _released(released_subsets[name])[0], "ours": n_ours,
+                     "theirs": n_theirs, "in_both": both, "jaccard": round(both / max(1, n_ours + n_theirs - both), 4)})
     con.register("subset_rows", pa.Table.from_pylist(rows, schema=pa.schema([
         ("subset", pa.string()), ("released", pa.string()), ("ours", pa.int64()), ("theirs", pa.int64()),
         ("in_both", pa.int64()), ("jaccard", pa.float64())])))

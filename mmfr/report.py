@@ -28,6 +28,8 @@ CATEGORIES = {
     "subsets": "4. Subsets",
     "scores": "5. Scores",
     "training": "6. Training",
+    "release_sources": "7. Against the release",
+    "release_subsets": "7. Against the release",
 }
 # the order of the per-source stages in stage_counts, as samples flow through them
 STAGE_ORDER = ("raw", "kept", "captioned", "traced", "expanded", "verified_correct", "pass_rated")
@@ -108,6 +110,15 @@ def _models(con) -> list[str]:
     ).fetchall()]
 
 
+def release_sources_table(con) -> Table:
+    """Per source, the build beside the release (``compare``): matched, agreement, lengths."""
+    return _query(con, "SELECT * FROM release_sources ORDER BY source")
+
+
+def release_subsets_table(con) -> Table:
+    return _query(con, "SELECT * FROM release_subsets ORDER BY subset")
+
+
 TABLES = {
     "yields": yields_table,
     "drops": drops_table,
@@ -115,6 +126,8 @@ TABLES = {
     "pass_rates": pass_rates_table,
     "subsets": subsets_table,
     "scores": scores_table,
+    "release_sources": release_sources_table,  # only where compare.release is set
+    "release_subsets": release_subsets_table,
 }
 
 

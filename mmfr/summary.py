@@ -97,6 +97,11 @@ def build_summary(inputs: dict[str, list[str]], out: str, sources: list[dict]) -
         con.executemany("INSERT INTO subsets VALUES (?, ?, ?, ?, ?, ?)", subset_rows)
     _scores(con, inputs["eval_items"])
     _training(con, inputs["models"])
+    if inputs.get("compare"):  # the build beside a release (mmfr.release.compare)
+        con.execute(f"ATTACH '{inputs['compare'][0]}' AS cmp (READ_ONLY)")
+        for table in ("release_sources", "release_subsets"):
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM cmp.{table}")
+        con.execute("DETACH cmp")
     _provenance(con, [p for k, paths in inputs.items() for p in paths])
     con.close()
     log.info("summary written to %s", out)

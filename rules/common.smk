@@ -113,12 +113,39 @@ def published_pass_rates():
     """difficulty.from_release: the release whose pass rates a question it holds takes (else None)."""
     if not config["difficulty"]["from_release"]:
         return None
-    return {"index": RELEASE_INDEX, "model": RELEASE["model"]}
+    return {
+        "index": RELEASE_INDEX,
+        "model": RELEASE["model"],
+        "phash_distance": RELEASE.get("phash_distance"),
+    }
 
 
 def release_pass_rates():
     """Input: the release index, when pass rates come from it."""
     return [RELEASE_INDEX] if config["difficulty"]["from_release"] else []
+
+
+# A published release the build is set beside (compare.release; rule release_compare), or None
+COMPARE = config["compare"] if config["compare"]["release"] else None
+COMPARE_DB = "results/release_compare.duckdb"
+
+
+def compare_inputs(wildcards):
+    """The build's stage shards and compared subsets (and a release given as a folder)."""
+    released = [
+        r
+        for r in [COMPARE["release"], *COMPARE["subsets"].values()]
+        if isinstance(r, str) and os.path.isdir(r)
+    ]
+    return {
+        "clean": all_shard_paths("clean"),
+        "captions": all_shard_paths("captions"),
+        "traces": all_shard_paths("traces"),
+        "verified": all_shard_paths("verified"),
+        "passrate": all_shard_paths("passrate"),
+        "subsets": [f"data/subsets/{name}" for name in COMPARE["subsets"]],
+        "released": released,
+    }
 
 
 def regenerate_spec():
@@ -342,6 +369,7 @@ def summary_inputs(wildcards):
         "scores": all_score_tables(),
         "eval_items": all_eval_items(),
         "models": all_trained_models(),
+        "compare": [COMPARE_DB] if COMPARE else [],
     }
 
 

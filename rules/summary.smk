@@ -1,5 +1,8 @@
 from mmfr.report import CATEGORIES, PLOTS, TABLES
 
+# the report's tables: the comparison with a release only where one is set (compare.release)
+REPORT_TABLES = [t for t in TABLES if COMPARE or not t.startswith("release")]
+
 
 rule summary:
     input:
@@ -14,6 +17,26 @@ rule summary:
         sources=config["sources"],
     script:
         "../scripts/summary.py"
+
+
+if COMPARE:
+
+    rule release_compare:
+        input:
+            unpack(compare_inputs),
+        output:
+            COMPARE_DB,
+        log:
+            "logs/release_compare.log",
+        conda:
+            "../envs/data.yaml"
+        params:
+            release=COMPARE["release"],
+            revision=COMPARE["revision"],
+            subsets=COMPARE["subsets"],
+            distance=COMPARE["phash_distance"],
+        script:
+            "../scripts/release_compare.py"
 
 
 # The tables and plots of `snakemake --report` (see mmfr/report.py); captions in report/
@@ -37,9 +60,9 @@ rule report_figures:
                 category=CATEGORIES[name],
                 labels={"name": name, "type": "table"},
             )
-            for name in TABLES
+            for name in REPORT_TABLES
         ],
-        csv=[f"results/report/{name}.csv" for name in TABLES],
+        csv=[f"results/report/{name}.csv" for name in REPORT_TABLES],
     log:
         "logs/report_figures.log",
     conda:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
-from mmfr import dedup, images, schema
+from mmfr import dedup, images, nearhash, schema
 from mmfr.dedup import DedupConfig
 
 PRIORITY = ["alpha", "beta", "gamma"]
@@ -213,7 +213,7 @@ def test_hamming_join_finds_every_close_pair():
     ka, kb = rng.integers(0, 3, len(a)), rng.integers(0, 3, len(b))
     for d in (0, 3, 6):
         found = {(int(i), int(j))
-                 for ia, ib, _ in dedup.hamming_join(ka, a, kb, b, d, chunk=64) for i, j in zip(ia, ib)}
+                 for ia, ib, _ in nearhash.hamming_join(ka, a, kb, b, d, chunk=64) for i, j in zip(ia, ib)}
         dist = np.bitwise_count(a[:, None] ^ b[None, :])
         truth = {(int(i), int(j)) for i, j in np.argwhere((dist <= d) & (ka[:, None] == kb[None, :]))}
         assert found == truth and truth

@@ -256,3 +256,35 @@ def test_a_model_role_is_built_once_from_its_block_and_names_its_key():
                        ({"backend": "vllm"}, "models.trace: a model block needs 'backend' and 'model'")]:
         with pytest.raises(RoleError, match=named.replace("(", r"\(").replace(")", r"\)")):
             ModelRole.from_config(bad, "models.trace")
+
+
+def test_a_teacher_is_sent_its_image_in_the_configured_format_and_the_key_follows_it():
+    """image_format: a stored JPEG goes to a png teacher re-encoded (pixels unchanged), a stored PNG as
+    it is (same key as with `stored`); jpeg at a quality re-encodes a PNG. The key follows the bytes sent."""
+    import io
+
+    from PIL import Image
+
+    from mmfr.annotate import _requests
+
+    def encoded(fmt: str) -> bytes:
+        out = io.BytesIO()
+        Image.linear_gradient("L").convert("RGB").resize((64, 48)).save(out, fmt)
+        return out.getvalue()
+
+    records = [{"id": f"r{fmt}", "image": {"bytes": encoded(fmt)}, "image_phash": None, "metadata": "{}",
+                "answer": "1", "answer_type": "number", "choices": None, "original_question": "q"}
+               for fmt in ("PNG", "JPEG")]
+
+    def sent(**options):
+        role = ModelRole.from_config({"backend": "scripted", "model": "m", **options}, "models.trace")
+        reqs = _requests(records, "trace", lambda r: "q", 1, 0, role)
+        return [r.images[0] for r in reqs], [request_key(role, r) for r in reqs]
+
+    (png, jpeg), keys = sent()
+    (png2, as_png), keys_png = sent(image_format="png")
+    assert png2 == png and keys_png[0] == keys[0]
+    assert Image.open(io.BytesIO(as_png)).format == "PNG" and keys_png[1] != keys[1]
+    assert list(Image.open(io.BytesIO(as_png)).getdata()) == list(Image.open(io.BytesIO(jpeg)).convert("RGB").getdata())
+    (low, same_jpeg), _ = sent(image_format="jpeg", image_quality=20)
+    assert Image.open(io.BytesIO(low)).format == "JPEG" and same_jpeg == jpeg

@@ -117,7 +117,7 @@ STAGES = ["mmfr.adapters", "mmfr.sources", "mmfr.dedup", "mmfr.clean", "mmfr.ann
 # The layers under the stages: none of them imports a stage (config compiles subset filters, lazily)
 LOWER = {"mmfr.answers", "mmfr.schema", "mmfr.provenance", "mmfr.prompts", "mmfr.options", "mmfr.images",
          "mmfr.exclusions", "mmfr.models", "mmfr.generate", "mmfr.generate.core", "mmfr.generate.journal",
-         "mmfr.generate.hf", "mmfr.generate.vllm", "mmfr.generate.openai", "mmfr.grounded", "mmfr.release"}
+         "mmfr.generate.hf", "mmfr.generate.vllm", "mmfr.generate.openai", "mmfr.grounded", "mmfr.release", "mmfr.nearhash"}
 
 
 def test_no_stage_imports_a_later_stage_and_no_lower_layer_imports_a_stage():

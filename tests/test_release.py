@@ -64,6 +64,48 @@ def test_the_index_holds_every_release_row_and_the_backend_answers_from_it(tmp_p
     assert "not 'clean'" in ask("clean", euclid["ori_question"], image).error
 
 
+def test_a_record_whose_image_bytes_differ_is_matched_by_the_same_question_and_image_content(tmp_path):
+    """A release that re-encoded its images (or ours, turned upright): the real rows' images tripled in
+    size and saved as JPEG still find their row; the same question with another image, another
+    question with the same image, or another answer, does not; a distance of 0 bits asks for the
+    same hash."""
+    import io
+
+    from PIL import Image
+
+    from mmfr.images import phash_of
+    from mmfr.release import lookup, wanted_table
+
+    folder = release_folder(tmp_path)
+    build_index(str(folder), str(tmp_path / "index.parquet"))
+    rows = [json.loads(line) for line in (FIXTURES / "full_2.3m_sample.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("image")]
+    questions = [r.get("ori_question") or r["question"] for r in rows]
+
+    def reencoded(row) -> bytes:
+        img = Image.open(FIXTURES / row["image"]["path"]).convert("RGB")
+        out = io.BytesIO()
+        img.resize((img.width * 3, img.height * 3), Image.Resampling.BICUBIC).save(out, "JPEG", quality=85)
+        return out.getvalue()
+
+    images = [reencoded(r) for r in rows]
+    answers = [r["answer"] for r in rows]
+    wanted = wanted_table(questions, images, [None] * len(rows), answers)
+    found = lookup(str(tmp_path / "index.parquet"), wanted, ["id", "trace"])
+    assert [f and f["id"] for f in found] == [str(r["id"]) for r in rows]
+    assert [f["trace"] for f in found] == [r[COLUMNS["trace"]] for r in rows]
+    swapped = wanted_table(questions, images[1:] + images[:1], [None] * len(rows), answers)
+    assert lookup(str(tmp_path / "index.parquet"), swapped, ["id"]) == [None] * len(rows)
+    other = wanted_table(["another question"], images[:1], [None], answers[:1])
+    assert lookup(str(tmp_path / "index.parquet"), other, ["id"]) == [None]
+    # another answer to the same question on the same picture: a different item, as in dedup
+    wrong = wanted_table(questions[:1], images[:1], [None], ["not " + str(answers[0])])
+    assert lookup(str(tmp_path / "index.parquet"), wrong, ["id"]) == [None]
+    same_hash = [phash_of(r) == phash_of((FIXTURES / row["image"]["path"]).read_bytes()) for r, row in zip(images, rows)]
+    exact = lookup(str(tmp_path / "index.parquet"), wanted, ["id"], distance=0)
+    assert [f is not None for f in exact] == same_hash and not all(same_hash)
+
+
 def test_a_release_is_read_at_a_pinned_revision_and_answers_only_teacher_roles(tmp_path):
     from mmfr.config import ConfigError, check_config
     from mmfr.plan import load_config
@@ -82,20 +124,23 @@ def test_a_release_is_read_at_a_pinned_revision_and_answers_only_teacher_roles(t
 
 def check_compare(build: Path, release: Path, tmp_path: Path, mmfr: Path) -> None:
     """mmfr compare: the build against its own export matches everything and its subset overlaps
-    fully; against a copy with 3 rows dropped, 2 answers changed and 4 verdicts flipped in one source,
-    and rows of the released subset dropped, it reports exactly those differences."""
+    fully; against a copy with 3 rows dropped, 2 answers changed, 4 verdicts flipped and 2 images
+    re-encoded as JPEG in one source, and rows of the released subset dropped, it reports exactly
+    those differences (the re-encoded rows matched by image content)."""
+    import io
     import shutil
     import subprocess
 
     import duckdb
+    from PIL import Image
 
     def run(*args):
         proc = subprocess.run([str(mmfr), "compare", *args], cwd=build, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         con = duckdb.connect(str(build / "results/release_compare.duckdb"), read_only=True)
-        sources = {r[0]: r[1:6] for r in con.execute(
-            "SELECT source, records, matched, answers_agree, verdicts_agree, pass_rate_mean_abs_diff "
-            "FROM release_sources").fetchall()}
+        sources = {r[0]: r[1:7] for r in con.execute(
+            "SELECT source, records, matched, answers_agree, verdicts_agree, pass_rate_mean_abs_diff, "
+            "matched_by_image_content FROM release_sources").fetchall()}
         subsets = con.execute("SELECT subset, ours, theirs, in_both, jaccard FROM release_subsets").fetchall()
         return sources, subsets
 
@@ -103,8 +148,8 @@ def check_compare(build: Path, release: Path, tmp_path: Path, mmfr: Path) -> Non
     subprocess.run([str(mmfr), "export-release", str(subset), "--subset", "mfr123k"], cwd=build, check=True,
                    capture_output=True)
     sources, subsets = run(str(release), "--subset", f"mfr123k={subset}")
-    assert all(n == matched == answers == verdicts and diff in (0.0, None)
-               for n, matched, answers, verdicts, diff in sources.values()), sources
+    assert all(n == matched == answers == verdicts and diff in (0.0, None) and not by_content
+               for n, matched, answers, verdicts, diff, by_content in sources.values()), sources
     n_subset = subsets[0][1]
     assert subsets == [("mfr123k", n_subset, n_subset, n_subset, 1.0)] and n_subset > 0
     perturbed = tmp_path / "perturbed"
@@ -117,13 +162,17 @@ def check_compare(build: Path, release: Path, tmp_path: Path, mmfr: Path) -> Non
         r["answer"] = "not the answer"
     for r in rows[2:6]:
         r["is_consistent"] = not r["is_consistent"]
+    for r in rows[6:8]:
+        out = io.BytesIO()
+        Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB").save(out, "JPEG", quality=95)
+        r["image"]["bytes"] = out.getvalue()
     schema.write_table(pa.Table.from_pylist(rows, schema=RELEASE), str(path))
     cut = next((tmp_path / "perturbed_subset").rglob("*.parquet"))
     removed = min(5, pq.read_metadata(cut).num_rows)
     schema.write_table(pq.read_table(cut).slice(removed), str(cut))
     changed, subsets = run(str(perturbed), "--subset", f"mfr123k={tmp_path / 'perturbed_subset'}")
     n = sources[name][0]
-    assert changed[name][:4] == (n, n - 3, n - 5, n - 7) and {s: changed[s] for s in changed if s != name} == \
+    assert changed[name][:4] == (n, n - 3, n - 5, n - 7) and changed[name][5] == 2 and {s: changed[s] for s in changed if s != name} == \
         {s: sources[s] for s in sources if s != name}
     kept = n_subset - removed
     assert subsets == [("mfr123k", n_subset, kept, kept, round(kept / n_subset, 4))] and removed
@@ -149,9 +198,17 @@ def test_the_demo_rebuilt_from_its_own_release_has_the_same_verified_sets_and_su
     check_compare(demo_run, release, tmp_path, mmfr)
     overlay = tmp_path / "from-release.yaml"
     block = {"backend": "release", "model": str(release), "revision": "demo-export"}
-    overlay.write_text(json.dumps({"models": {"caption": block, "trace": block}, "difficulty": {"from_release": True}}))
+    compare = {"release": str(release), "subsets": {"mfr123k": str(tmp_path / "mfr123k")}}  # check_compare's export
+    overlay.write_text(json.dumps({"models": {"caption": block, "trace": block}, "difficulty": {"from_release": True},
+                                   "compare": compare}))
     rebuilt = tmp_path / "rebuilt"
-    snakemake(rebuilt, "datasets", configs=(*DEMO_CONFIGS, str(overlay)))
+    snakemake(rebuilt, "datasets", "results/release_compare.duckdb", configs=(*DEMO_CONFIGS, str(overlay)))
+    import duckdb  # rule release_compare: the rebuild beside the release it was built from
+
+    con = duckdb.connect(str(rebuilt / "results/release_compare.duckdb"), read_only=True)
+    assert con.execute("SELECT sum(records) = sum(matched) AND sum(records) = sum(verdicts_agree) "
+                       "FROM release_sources").fetchone() == (True,)
+    assert con.execute("SELECT in_both = ours AND jaccard = 1 FROM release_subsets").fetchall() == [(True,)]
     traces = pq.read_table(rebuilt / "data/traces").to_pylist()
     assert {t["model"] for t in traces} == {str(release)} and not [t for t in traces if t["error"]]
     rates = pq.read_table(rebuilt / "data/passrate").to_pylist()  # the release's pass rates, no proxy call

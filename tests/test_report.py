@@ -44,6 +44,14 @@ CREATE TABLE training AS SELECT * FROM (VALUES
     ('hard/s/sft', 1, 2.0, NULL, 0.1, NULL), ('hard/s/sft', 2, 1.5, NULL, 0.1, NULL),
     ('hard/s/gspo', 1, 0.0, 0.2, 0.1, NULL), ('hard/s/dpo', 1, 0.69, NULL, 0.1, 0.0), ('hard/s/dpo', 2, 0.5, NULL, 0.1, 0.4)
 ) t(model, step, loss, reward, learning_rate, reward_margin);
+CREATE TABLE release_sources AS SELECT * FROM (VALUES
+    ('a', 8, 7, 0.875, 1, 7, 6, 7, 0.05, 300.0, 310.0, 90.0, 95.0)
+) t(source, records, matched, matched_share, matched_by_image_content, answers_agree, verdicts_agree,
+    pass_rates_both, pass_rate_mean_abs_diff, our_trace_words_median, their_trace_words_median,
+    our_caption_words_median, their_caption_words_median);
+CREATE TABLE release_subsets AS SELECT * FROM (VALUES
+    ('hard', 'OpenDataArena/x', 5, 6, 4, 0.5714)
+) t(subset, released, ours, theirs, in_both, jaccard);
 """
 
 
