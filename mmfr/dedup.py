@@ -41,9 +41,11 @@ Normalised question (``normalise_question``): Unicode NFKC, lower case, image pl
 (``? ! , ; :``, quotes, and full stops that are not decimal points) replaced by spaces, whitespace
 collapsed. Everything else stays, so ``2+3`` and ``2-3``, or ``1.5`` and ``15``, remain different.
 
-Scaling. No all-pairs loop: hashes within ``d`` bits agree exactly on at least one of ``d + 1``
-disjoint bands (pigeonhole), so records are joined on (group key, band value) and only those
-candidates are compared, in bounded chunks; the group key is (question, label) for near
+Scaling. No all-pairs loop: hashes within ``d`` bits agree exactly on the bits of at least one
+band (pigeonhole), so records are joined on (group key, band value) and only those candidates are
+compared, in bounded chunks (``mmfr.nearhash``, which lays the bands out by the data, so template
+questions over text-on-white images are not a quadratic corner: 200,000 such records 33x faster
+than with fixed bands, ``bench/dedup.py``); the group key is (question, label) for near
 duplicates and the label for benchmark images. N-grams are 64-bit hashes of word ids computed with
 numpy (only words of the benchmark vocabulary can match). 1,000,000 records with random hashes and
 20,000 benchmark records take about 11 s and 1.2 GiB (``bench/dedup_calibration.py``, 2 cores).

@@ -1,7 +1,16 @@
 """Perceptual-hash arithmetic shared by dedup and release matching: hex hashes to integers, and the
-pairs of rows with an equal key whose hashes are at most d bits apart (multi-index hashing: split
-the 64 bits into d + 1 bands; two hashes within d bits agree exactly on at least one band)."""
+pairs of rows with an equal key whose hashes are at most d bits apart.
+
+The join is multi-index hashing: the 64 bits are split into disjoint sets and two hashes within d
+bits must agree on all bits of some combination of them (pigeonhole), so rows are grouped by key
+and those bits and only pairs within a group are compared. Which split is decided from the data
+(``cheapest_layout``): on spread hashes the plain d + 1 sets, on concentrated ones (images of
+text on white, where a dozen bits hardly ever change) more, narrower sets taken several at a
+time, which keeps the number of chance candidates from growing with the square of the rows.
+Every layout yields the same pairs; only the work differs (bench/dedup.py)."""
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pyarrow as pa
@@ -40,12 +49,6 @@ def phash_values(hexes: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return values, valid
 
 
-def _bands(d: int) -> list[tuple[np.uint64, np.uint64]]:
-    """(shift, mask) of d + 1 disjoint bands covering the 64 bits."""
-    edges = np.linspace(0, 64, d + 2).round().astype(int)
-    return [(np.uint64(lo), np.uint64((1 << (hi - lo)) - 1)) for lo, hi in zip(edges[:-1], edges[1:])]
-
-
 def group(*keys: np.ndarray) -> np.ndarray:
     """Dense labels of equal key tuples (labels follow the sorted key order)."""
     n = len(keys[0])
@@ -61,15 +64,77 @@ def group(*keys: np.ndarray) -> np.ndarray:
     return labels
 
 
+SAMPLE = 1 << 14  # rows per side the cost of each band layout is estimated on
+EXTRA_BANDS = (0, 1, 2)  # layouts tried: d + 1 + s bands, a pair within d agrees on s + 1 of them
+ROW_COST = 4  # one row through one grouping pass costs about as much as this many candidate pairs
+
+
+def balanced_sets(count: int, sample: np.ndarray) -> list[np.uint64]:
+    """Masks of ``count`` disjoint sets of bits covering all 64, dealt so that each set carries
+    about the same entropy over ``sample``: most varied bit first, back and forth across the sets.
+    In images of text on white a dozen bits hardly ever change, and a set made of them would put
+    nearly every row in one group."""
+    p = np.array([np.mean((sample >> np.uint64(b)) & np.uint64(1)) for b in range(64)]) if len(sample) else np.full(64, .5)
+    entropy = -sum(np.where(q > 0, q * np.log2(np.maximum(q, 1e-300)), 0.) for q in (p, 1 - p))
+    order = np.argsort(-entropy, kind="stable")
+    turn = np.arange(64) % (2 * count)
+    which = np.where(turn < count, turn, 2 * count - 1 - turn)  # 0..c-1, c-1..0, ...
+    masks = np.zeros(count, np.uint64)
+    np.bitwise_or.at(masks, which, np.uint64(1) << order.astype(np.uint64))
+    return list(masks)
+
+
+def layout(d: int, extra: int, sample: np.ndarray) -> list[np.uint64]:
+    """The masks one join groups by: d + 1 + ``extra`` balanced sets of bits, taken ``extra`` + 1
+    at a time. Two hashes within d bits differ in at most d sets, so they agree on every bit of
+    at least one mask (pigeonhole); more sets make each mask longer (fewer chance candidates) and
+    the masks more numerous (more passes, a close pair found more often)."""
+    sets = balanced_sets(d + 1 + extra, sample)
+    return [np.bitwise_or.reduce(c) for c in itertools.combinations(sets, extra + 1)]
+
+
+def _sample(n: int) -> np.ndarray:
+    return np.arange(n) if n <= SAMPLE else np.sort(np.random.default_rng(0).choice(n, SAMPLE, replace=False))
+
+
+def cheapest_layout(key_a: np.ndarray, ph_a: np.ndarray, key_b: np.ndarray, ph_b: np.ndarray, d: int) -> list[np.uint64]:
+    """The layout (of ``EXTRA_BANDS``) with the least estimated work: rows times passes, plus the
+    candidate pairs, counted on a sample of each side and scaled up. Any layout finds the same pairs."""
+    sa, sb = _sample(len(key_a)), _sample(len(key_b))
+    ka, kb, pa_, pb_ = key_a[sa], key_b[sb], ph_a[sa], ph_b[sb]
+    scale = (len(key_a) / len(sa)) * (len(key_b) / len(sb))
+    keys, hashes = np.concatenate([ka, kb]), np.concatenate([pa_, pb_])
+    best = None
+    for extra in EXTRA_BANDS:
+        masks = layout(d, extra, hashes)
+        pairs = 0.
+        for mask in masks:
+            labels = group(keys, hashes & mask)
+            pairs += np.dot(np.bincount(labels[:len(ka)], minlength=labels.max() + 1).astype(float),
+                            np.bincount(labels[len(ka):], minlength=labels.max() + 1).astype(float))
+        cost = len(masks) * (len(key_a) + len(key_b)) * ROW_COST + pairs * scale
+        if best is None or cost < best[0]:
+            best = (cost, masks)
+    return best[1]
+
+
 def hamming_join(key_a: np.ndarray, ph_a: np.ndarray, key_b: np.ndarray, ph_b: np.ndarray, d: int,
                  chunk: int = 1 << 22):
     """Yield (ia, ib, distance) arrays of the pairs with equal key and hashes at most ``d`` bits
-    apart, in bounded chunks. A pair may be yielded more than once (once per shared band)."""
+    apart, in bounded chunks. A pair may be yielded more than once (once per mask it agrees on).
+    Multi-index hashing: rows are grouped by key and the hash's bits under each mask of the
+    cheapest layout, and only pairs within a group are compared."""
     if not len(key_a) or not len(key_b):
         return
-    for shift, mask in _bands(d):
-        labels = group(np.concatenate([key_a, key_b]),
-                        np.concatenate([(ph_a >> shift) & mask, (ph_b >> shift) & mask]))
+    yield from join_on_bands(key_a, ph_a, key_b, ph_b, d, cheapest_layout(key_a, ph_a, key_b, ph_b, d), chunk)
+
+
+def join_on_bands(key_a: np.ndarray, ph_a: np.ndarray, key_b: np.ndarray, ph_b: np.ndarray, d: int,
+                  masks: list[np.uint64], chunk: int = 1 << 22):
+    """``hamming_join`` grouping by the hash's bits under each of ``masks`` (a layout: two hashes
+    within d bits must agree under at least one mask)."""
+    for mask in masks:
+        labels = group(np.concatenate([key_a, key_b]), np.concatenate([ph_a & mask, ph_b & mask]))
         la, lb = labels[:len(key_a)], labels[len(key_a):]
         border = np.argsort(lb, kind="stable")
         lbs = lb[border]

@@ -1,6 +1,7 @@
 """Duplicate removal and benchmark decontamination (mmfr.dedup): small hand-built cases."""
 
 import io
+import math
 import random
 from functools import lru_cache
 
@@ -217,6 +218,37 @@ def test_hamming_join_finds_every_close_pair():
         dist = np.bitwise_count(a[:, None] ^ b[None, :])
         truth = {(int(i), int(j)) for i, j in np.argwhere((dist <= d) & (ka[:, None] == kb[None, :]))}
         assert found == truth and truth
+
+
+@pytest.mark.parametrize("extra", nearhash.EXTRA_BANDS)
+def test_every_band_layout_finds_every_close_pair_of_concentrated_hashes(extra):
+    """Hashes of text on white: most bits fixed, the rest set with skewed odds. Each layout the
+    join may choose finds exactly the brute-force pairs, and the join chooses a wider one here."""
+    rng = np.random.default_rng(1)
+    odds = np.where(np.arange(64) % 4 == 0, 0.5, np.where(np.arange(64) % 4 == 1, 0.02, 0.97))
+    bits = (rng.random((600, 64)) < odds).astype(np.uint64) << np.arange(64, dtype=np.uint64)
+    ph = np.bitwise_or.reduce(bits, axis=1)
+    key = rng.integers(0, 2, len(ph))
+    d = 4
+    masks = nearhash.layout(d, extra, ph)
+    assert len(masks) == math.comb(d + 1 + extra, extra + 1)
+    assert np.bitwise_or.reduce(nearhash.balanced_sets(d + 1 + extra, ph)) == np.uint64(2**64 - 1)
+    found = {(int(i), int(j)) for ia, ib, _ in nearhash.join_on_bands(key, ph, key, ph, d, masks, chunk=500)
+             for i, j in zip(ia, ib)}
+    dist = np.bitwise_count(ph[:, None] ^ ph[None, :])
+    truth = {(int(i), int(j)) for i, j in np.argwhere((dist <= d) & (key[:, None] == key[None, :]))}
+    assert found == truth and len(truth) > len(ph)
+
+
+def test_the_join_widens_its_layout_only_for_concentrated_hashes():
+    rng = np.random.default_rng(2)
+    odds = np.where(np.arange(64) % 4 == 0, 0.5, np.where(np.arange(64) % 4 == 1, 0.02, 0.97))
+    bits = (rng.random((40_000, 64)) < odds).astype(np.uint64) << np.arange(64, dtype=np.uint64)
+    concentrated = np.bitwise_or.reduce(bits, axis=1)
+    spread = rng.integers(0, 2**63, 40_000, dtype=np.int64).astype(np.uint64)
+    key = np.zeros(40_000, np.int64)
+    assert len(nearhash.cheapest_layout(key, spread, key, spread, 4)) == 5
+    assert len(nearhash.cheapest_layout(key, concentrated, key, concentrated, 4)) > 5
 
 
 def write_shards(tmp_path, train: list[dict], bench: list[dict]) -> dict:
