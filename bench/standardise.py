@@ -8,15 +8,21 @@ has work), then times, on one core:
   standardise  mmfr.sources.standardise: adapter, checks, safe decode, RGB, cap, sha256, phash, shards
   dedup        mmfr.dedup.dedup over the standardised shards (no benchmark)
 
-and prints rows per second per core for each, and the ratio to the baseline.
+and prints rows per second per core for each, and the ratio to the baseline. With ``--threads N``
+(N > 1) standardise runs again with N worker processes: it checks that the shards are the same
+bytes, and splits the CPU time between the main process (reading order, ids, shard writing: the
+part that does not spread) and the workers, which gives the wall time on a node of ``--cores``
+cores: max(main, all / cores) (Amdahl, from measured CPU seconds).
 
-    .venv/bin/python bench/standardise.py --rows 100000
+    .venv/bin/python bench/standardise.py --rows 100000 [--threads 2 --cores 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import io
+import resource
 import os
 import random
 import sys
@@ -31,7 +37,8 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mmfr import dedup, schema, sources  # noqa: E402
-from mmfr.sources import RAW, ImagePolicy  # noqa: E402
+from mmfr.schema import RAW  # noqa: E402
+from mmfr.sources import ImagePolicy  # noqa: E402
 
 
 def picture(rng: random.Random, size=(768, 576)) -> Image.Image:
@@ -93,6 +100,8 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2_000, help="distinct pictures")
     parser.add_argument("--shards", type=int, default=10)
     parser.add_argument("--workdir", default=None, help="where to write (default: a temporary directory)")
+    parser.add_argument("--threads", type=int, default=1, help="also run standardise with this many workers")
+    parser.add_argument("--cores", type=int, default=64, help="the node the wall time is extrapolated to")
     args = parser.parse_args()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
@@ -126,6 +135,33 @@ def main() -> None:
         print(f"\n{'step':32s} {'seconds':>8s} {'rows/s/core':>12s} {'x baseline time':>16s}")
         for name, seconds in timings.items():
             print(f"{name:32s} {seconds:8.1f} {args.rows / seconds:12,.0f} {seconds / base:16.1f}")
+        if args.threads > 1:
+            parallel(args, raw, std, shard_paths("std_parallel"), tmp)
+
+
+def cpu(who) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def parallel(args, raw: str, serial: list[str], shards: list[str], tmp: str) -> None:
+    thread0, proc0, workers0 = time.thread_time(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    sources.standardise(raw, {"name": "bench", "adapter": "raw"}, shards, os.path.join(tmp, "dropped2.parquet"),
+                        None, ImagePolicy(), threads=args.threads)
+    wall = time.perf_counter() - t
+    main = time.thread_time() - thread0  # the one thread that does not spread: order, ids, rows to shards
+    writers = cpu(resource.RUSAGE_SELF) - proc0 - main  # row groups encoded and compressed, by shard
+    workers = cpu(resource.RUSAGE_CHILDREN) - workers0  # read, adapt, decode, hash, re-encode
+    same = all(filecmp.cmp(a, b, shallow=False) for a, b in zip(serial, shards))
+    total = main + writers + workers
+    node = max(main, total / args.cores)
+    print(f"\nstandardise with {args.threads} workers: {wall:.1f} s wall, {args.rows / wall:,.0f} rows/s; CPU: main "
+          f"thread {main:.1f} s ({main / total:.0%}), writer threads {writers:.1f} s, workers {workers:.1f} s; "
+          f"shards byte-identical to one process: {same}")
+    print(f"on {args.cores} cores: about {node:.1f} s for these {args.rows:,} rows, {args.rows / node:,.0f} rows/s "
+          f"({args.rows / node / args.cores:,.0f} rows/s/core); MMR1's 1.6M rows in about "
+          f"{1.6e6 / (args.rows / node) / 60:.1f} min (one process: {1.6e6 / (args.rows / total) / 3600:.2f} h)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -230,15 +231,16 @@ def _text(value, field: str) -> str:
 
 
 def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_size: int = 256,
-             adapt=adapters.adapt):
+             adapt=adapters.adapt, row_groups: list[int] | None = None, first: int = 0):
     """Stream a downloaded source through its adapter: yields RAW rows, a batch of records at a time.
-    ``adapt``: another reader of records (a benchmark's protocol)."""
+    ``adapt``: another reader of records (a benchmark's protocol). ``row_groups``: only those row
+    groups of the file, whose first record is record number ``first`` of the file."""
 
     default = {"synthetic_detection": "grounded_mcq"}.get(spec.get("kind"),
                                                            "raw" if spec.get("kind") in SYNTHETIC_KINDS else "generic")
     spec = {**spec, "adapter": spec.get("adapter") or default, "image_root": spec.get("image_root") or images_dir}
-    index = 0
-    for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=batch_size):
+    index = first
+    for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=batch_size, row_groups=row_groups):
         for rec in batch.to_pylist():
             try:
                 yield from adapt(rec, spec, index)
@@ -247,13 +249,74 @@ def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_siz
             index += 1
 
 
+def outcomes(raw_path: str, spec: dict, policy: ImagePolicy, exclusions: Exclusions, images_dir: str | None,
+             adapt=adapters.adapt, row_groups: list[int] | None = None, first: int = 0):
+    """What becomes of each RAW row of the file (or of ``row_groups``): yields a canonical record,
+    or a ``DROPPED`` row with its reason, in order. The part of standardise that needs no other row."""
+    source, license = spec["name"], spec.get("license", "unknown")
+    for row in raw_rows(raw_path, spec, images_dir, adapt=adapt, row_groups=row_groups, first=first):
+        try:
+            yield to_canonical(row, source, license, policy, exclusions, spec.get("config"))
+        except Reject as e:
+            yield dropped_row(source, row.get("original_id"), e.reason, e.detail, e.category,
+                              row.get("question"), row.get("answer"))
+
+
+TASK_ROWS = 256  # records of the raw file per task of a parallel standardise (whole row groups)
+
+
+def _tasks(raw_path: str) -> list[tuple[list[int], int]]:
+    """The raw file's row groups in runs of about ``TASK_ROWS`` records: (row groups, first record)."""
+    meta = pq.ParquetFile(raw_path).metadata
+    tasks, first, run, size = [], 0, [], 0
+    for g in range(meta.num_row_groups):
+        run.append(g)
+        size += meta.row_group(g).num_rows
+        if size >= TASK_ROWS or g == meta.num_row_groups - 1:
+            tasks.append((run, first))
+            first, run, size = first + size, [], 0
+    return tasks
+
+
+def _task_outcomes(job: tuple, task: tuple[list[int], int]) -> list[dict]:
+    return list(outcomes(*job, row_groups=task[0], first=task[1]))
+
+
+def parallel_outcomes(raw_path: str, spec: dict, policy: ImagePolicy, exclusions: Exclusions,
+                      images_dir: str | None, adapt=adapters.adapt, threads: int = 1):
+    """``outcomes`` computed by ``threads`` worker processes over runs of row groups, yielded in the
+    file's order (so the output bytes do not depend on ``threads``). At most two tasks per worker are
+    in flight, so memory is bounded by the workers, not by the source's size. Workers are forked:
+    a Snakemake script cannot be imported again by a spawned process."""
+    job = (raw_path, spec, policy, exclusions, images_dir, adapt)
+    if threads <= 1:
+        yield from outcomes(*job)
+        return
+    import collections
+    import functools
+    import multiprocessing
+
+    tasks, pending = iter(_tasks(raw_path)), collections.deque()
+    run = functools.partial(_task_outcomes, job)
+    with ProcessPoolExecutor(threads, mp_context=multiprocessing.get_context("fork")) as pool:
+        for task in tasks:
+            pending.append(pool.submit(run, task))
+            if len(pending) >= 2 * threads:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+
+
 class ShardWriter:
     """Appends records to one parquet shard in row groups, so a source of any size streams
-    through bounded memory. The output depends only on the input order: byte-identical reruns."""
+    through bounded memory. The output depends only on the input order: byte-identical reruns.
+    ``pool``: a thread pool that encodes and compresses the row groups (pyarrow lets go of the
+    GIL), one at a time per shard, so several shards are written at once."""
 
-    def __init__(self, path: str, table_schema: pa.Schema, flush_bytes: int = 16 << 20, flush_rows: int = 256):
+    def __init__(self, path: str, table_schema: pa.Schema, flush_bytes: int = 16 << 20, flush_rows: int = 256,
+                 pool=None):
         self.path, self.schema, self.rows, self.size, self.n = path, table_schema, [], 0, 0
-        self.flush_bytes, self.flush_rows = flush_bytes, flush_rows
+        self.flush_bytes, self.flush_rows, self.pool, self.writing = flush_bytes, flush_rows, pool, None
         self.writer = pq.ParquetWriter(path, table_schema, compression="zstd", compression_level=3,
                                        write_statistics=True, store_schema=True)
 
@@ -266,44 +329,55 @@ class ShardWriter:
 
     def flush(self) -> None:
         if self.rows:
-            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+            table = pa.Table.from_pylist(self.rows, schema=self.schema)
+            self._wait()
+            if self.pool is None:
+                self.writer.write_table(table)
+            else:
+                self.writing = self.pool.submit(self.writer.write_table, table)
         self.rows, self.size = [], 0
+
+    def _wait(self) -> None:
+        if self.writing is not None:
+            self.writing.result()
+            self.writing = None
 
     def close(self) -> None:
         self.flush()
+        self._wait()
         self.writer.close()
 
 
 def standardise(raw_path: str, spec: dict, shard_paths: list[str], dropped_path: str, counts_path: str | None,
                 policy: ImagePolicy, exclusions: Exclusions = Exclusions(), images_dir: str | None = None,
-                adapt=adapters.adapt) -> dict:
+                adapt=adapters.adapt, threads: int = 1) -> dict:
     """A downloaded source → canonical records hash-sharded over ``shard_paths``, streamed.
 
     Every row the source's adapter yields is either kept or written to ``dropped_path`` with its
     category and reason; ``counts_path`` gets {raw, kept, dropped: {category: {reason: n}}}, and
-    raw == kept + all drops always. Returns the counts.
+    raw == kept + all drops always. ``threads``: worker processes that decode and hash the images
+    (``parallel_outcomes``); the output is the same bytes for any number. Returns the counts.
     """
-    source, license = spec["name"], spec.get("license", "unknown")
-    writers = [ShardWriter(p, schema.RECORD) for p in shard_paths]
+    source = spec["name"]
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    writers = [ShardWriter(p, schema.RECORD, pool=pool) for p in shard_paths]
     dropped, seen, raw = [], set(), 0
     try:
-        for row in raw_rows(raw_path, spec, images_dir, adapt=adapt):
+        for rec in parallel_outcomes(raw_path, spec, policy, exclusions, images_dir, adapt, threads):
             raw += 1
-            try:
-                rec = to_canonical(row, source, license, policy, exclusions, spec.get("config"))
-            except Reject as e:
-                dropped.append(dropped_row(source, row.get("original_id"), e.reason, e.detail, e.category,
-                                           row.get("question"), row.get("answer")))
-                continue
-            if rec["id"] in seen:  # the same record twice in one source: no information, not a defect
+            if "reason" in rec:  # a DROPPED row
+                dropped.append(rec)
+            elif rec["id"] in seen:  # the same record twice in one source: no information, not a defect
                 dropped.append(dropped_row(source, rec["original_id"], "duplicate_id", rec["id"], "duplicate",
                                            rec["question"], rec["answer"], rec["id"]))
-                continue
-            seen.add(rec["id"])
-            writers[schema.shard_of(rec["id"], len(writers))].add(rec)
+            else:
+                seen.add(rec["id"])
+                writers[schema.shard_of(rec["id"], len(writers))].add(rec)
     finally:
         for w in writers:
             w.close()
+        if pool is not None:
+            pool.shutdown()
     dropped.sort(key=lambda r: (r["original_id"], r["reason"]))
     schema.write_table(pa.Table.from_pylist(dropped, schema=DROPPED), dropped_path)
     counts = {"source": source, "raw": raw, "kept": len(seen), "dropped": tally(dropped)}

@@ -34,8 +34,12 @@ for _source in SOURCES:
             f"logs/standardise/{_source}.log",
         conda:
             "../envs/data.yaml"
+        # worker processes decode and hash the images (a core each); the shards are the same bytes
+        # for any number, and a run with fewer cores gives the job fewer
+        threads: 32
         resources:
-            mem_mb=8000,
+            mem_mb=lambda wildcards, threads: 4000 + 600 * threads,
+            cpus_per_task=lambda wildcards, threads: threads,
         params:
             spec=SOURCES[_source],
             images=config["images"],

@@ -252,3 +252,28 @@ def test_download_unpacks_image_archives_for_path_records(tmp_path):
     kept = pq.read_table(tmp_path / "s.parquet").to_pylist()
     assert [(r["original_id"], r["answer"]) for r in kept] == [("maze-00001", "4")]
     assert counts["dropped"] == {"quarantined": {"image_missing": 1}}
+
+
+def test_parallel_standardise_writes_the_same_bytes_as_one_process(tmp_path, monkeypatch):
+    """Real MM-EUREKA K12 records (tests/fixtures/sources/mmk12.json), each row group its own task,
+    records repeated across tasks and a bad one: two workers give the same shards, drops and counts."""
+    from test_adapters import records, spec
+
+    mmk12 = records("mmk12")
+    broken = {**mmk12[0], "id": "broken", "image_path": "images/not-here.png"}
+    table = pa.Table.from_pylist(mmk12 * 2 + [broken] + mmk12[:1])
+    raw = tmp_path / "raw.parquet"
+    pq.write_table(table, raw, row_group_size=2)
+    monkeypatch.setattr(sources, "TASK_ROWS", 1)
+    assert len(sources._tasks(str(raw))) == 4
+    out = {}
+    for threads in (1, 2):
+        d = tmp_path / str(threads)
+        d.mkdir()
+        shards = [str(d / f"{i:05d}.parquet") for i in range(3)]
+        counts = standardise(str(raw), spec("mmk12"), shards, str(d / "dropped.parquet"), str(d / "counts.json"),
+                             ImagePolicy(), threads=threads)
+        out[threads] = [open(p, "rb").read() for p in [*shards, d / "dropped.parquet", d / "counts.json"]]
+    assert out[1] == out[2]
+    assert counts["raw"] == 8 and counts["kept"] == 2  # the third record's image file is not in the fixtures
+    assert counts["dropped"] == {"duplicate": {"duplicate_id": 3}, "quarantined": {"image_missing": 3}}
