@@ -13,8 +13,9 @@ configfile: "config.yaml"
 
 
 # every config error named by its key (verify.min_cot_wrds), before any job runs; Snakemake's
-# validate then fills in the defaults
-check_schema(config, f"{workflow.basedir}/schemas/config.schema.yaml")
+# validate then fills in the defaults (a job's own parse gets the config the main process checked)
+if workflow.is_main_process:
+    check_schema(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 validate(config, "schemas/config.schema.yaml")
 
 
@@ -31,18 +32,19 @@ include: "rules/evaluate.smk"
 include: "rules/summary.smk"
 
 
-# Each target takes every persistent artifact of its graph (common.smk), so a missing one is rebuilt
+# Each target takes every persistent artifact of its graph (common.smk), so a missing one is rebuilt.
+# The lists are input functions: thousands of paths each, built only for the target asked for (as
+# static lists, every parse of the workflow, every cluster job's included, would build them all).
 rule all:
     input:
-        all_artifacts(),
+        lambda wildcards: all_artifacts(),
         "results/summary.duckdb",
         rules.report_figures.output,
 
 
 rule datasets:
     input:
-        data_artifacts(),
-        all_subset_dirs(),
+        lambda wildcards: data_artifacts() + all_subset_dirs(),
 
 
 for _subset, _size in SCORE_TARGETS:
@@ -51,8 +53,7 @@ for _subset, _size in SCORE_TARGETS:
         name:
             f"{_subset}_{_size}_scores"
         input:
-            data_artifacts(),
-            score_artifacts(_subset, _size),
+            score_target(_subset, _size),
 
 
 apply_cluster(workflow.rules)

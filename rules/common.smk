@@ -347,6 +347,11 @@ def score_artifacts(subset, size):
     ]
 
 
+def score_target(subset, size):
+    """The input function of a score target: its data and score artifacts."""
+    return lambda wildcards: data_artifacts() + score_artifacts(subset, size)
+
+
 def all_artifacts():
     files = data_artifacts() + all_subset_dirs()
     for subset, size in SCORE_TARGETS:

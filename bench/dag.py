@@ -1,0 +1,96 @@
+"""What planning the full recipe costs: `snakemake -n` on our workflow against a bare Snakefile with
+the same number of jobs, paired.
+
+    .venv/bin/python bench/dag.py [--target mfr123k_8b_scores] [--scale 1,8] [--repeat 3]
+
+For each ``--scale`` k, every source's ``shards`` is multiplied by k (an overlay config), and the
+dry run of ``--target`` is timed in an empty working directory (every job needed). The bare
+Snakefile has one rule with a wildcard and an aggregate, giving the same job count. Prints the
+job counts and the CPU seconds (user + system, the least of ``--repeat`` runs) of each, and the
+ratio: what our rules, input functions and config checks add to Snakemake's own cost. Also prints
+the CPU of ``snakemake --version`` (interpreter and plugin start-up, paid by every job on a cluster).
+A bench script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def cpu_of(cmd: list[str], cwd: str) -> tuple[float, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done.stdout + done.stderr
+
+
+def jobs_of(output: str) -> int:
+    found = re.findall(r"^total\s+(\d+)", output, re.M)
+    if not found:
+        raise SystemExit(f"no job count in the dry run's output:\n{output[-2000:]}")
+    return int(found[-1])
+
+
+def best(cmd: list[str], cwd: str, repeat: int) -> tuple[float, str]:
+    runs = [cpu_of(cmd, cwd) for _ in range(repeat)]
+    return min(r[0] for r in runs), runs[0][1]
+
+
+def bare_snakefile(path: Path, jobs: int) -> None:
+    path.write_text(
+        "rule all:\n"
+        f"    input: expand('out/{{i}}.txt', i=range({jobs - 1}))\n\n"
+        "rule step:\n"
+        "    output: 'out/{i}.txt'\n"
+        "    log: 'logs/{i}.log'\n"
+        "    shell: 'touch {output}'\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", default="mfr123k_8b_scores")
+    ap.add_argument("--configfile", default="config.yaml")
+    ap.add_argument("--scale", default="1,8", help="factors on every source's shards, comma separated")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    config = yaml.safe_load((ROOT / args.configfile).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        start, _ = best([SNAKEMAKE, "--version"], tmp, args.repeat)
+        print(f"snakemake --version: {start:.2f} s CPU (start-up, every job pays it)")
+        print(f"{'scale':>5} {'jobs':>6} {'ours s':>8} {'bare s':>8} {'ours/bare':>9} {'ours - start':>12} "
+              f"{'bare - start':>12} {'ratio':>6}")
+        for k in (int(x) for x in args.scale.split(",")):
+            overlay = Path(tmp) / f"scale{k}.yaml"
+            sources = [{**s, "shards": s.get("shards", 1) * k} for s in config["sources"]]
+            overlay.write_text(yaml.safe_dump({"sources": sources}))
+            work = Path(tmp) / f"ours{k}"
+            work.mkdir()
+            ours, out = best([SNAKEMAKE, "-n", args.target, "-s", str(ROOT / "Snakefile"), "-d", str(work),
+                              "--configfile", str(ROOT / args.configfile), str(overlay)], str(ROOT), args.repeat)
+            jobs = jobs_of(out)
+            bare_dir = Path(tmp) / f"bare{k}"
+            bare_dir.mkdir()
+            bare_snakefile(bare_dir / "Snakefile", jobs)
+            bare, out = best([SNAKEMAKE, "-n", "-c1"], str(bare_dir), args.repeat)
+            assert jobs_of(out) == jobs, (jobs_of(out), jobs)
+            print(f"{k:>5} {jobs:>6} {ours:>8.2f} {bare:>8.2f} {ours / bare:>9.2f} {ours - start:>12.2f} "
+                  f"{bare - start:>12.2f} {(ours - start) / (bare - start):>6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
