@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from mmfr import prompts, schema
 from mmfr.answers import answers_match, extract_answer, has_repeated_ngram, last_boxed, split_response, Tolerance
 from mmfr.generate import generate, group_job, make_backend, ModelRole, Request, request_key
-from mmfr.models import count_tokens
+from mmfr.models import count_tokens, limit_tokenizer_threads
 from mmfr.prompts import render
 
 
@@ -118,24 +118,27 @@ def format_score(text: str) -> float:
 
 def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out: str, checks: dict,
                  judge: dict | ModelRole | None = None, seed: int = 0, journal: str | None = None,
-                 check_answer: bool = True) -> dict:
+                 check_answer: bool = True, threads: int | None = None) -> dict:
     """Verify every trace of a shard: generation outcome → template → length → repetition →
     extraction → rule checks → (optional) LLM judge for rule-level disagreements; with
     ``check_answer`` False (the source's ground truth is unusable) no rule check or judge.
 
     A trace the teacher did not finish (hit max tokens, empty, backend error) is rejected with
-    decided_by='generation'; it never reaches the answer check. Token counts use the teacher's
-    tokenizer (``tokenizer_json``)."""
+    decided_by='generation'; it never reaches the answer check. An answer comparison that runs out
+    of time is wrong with decided_by='timeout' (counted as 'wrong/timeout'). Token counts use the
+    teacher's tokenizer (``tokenizer_json``) on at most ``threads`` threads (the job's, capped here
+    before anything in the process encodes a batch: see ``limit_tokenizer_threads``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    limit_tokenizer_threads(threads)
     records, rows = _rule_checks(std, traces, checks, check_answer)
     caption_of = {r["id"]: r["caption"] for r in pq.read_table(captions, columns=["id", "caption"]).to_pylist()}
     if judge:
         _judge(rows, records, ModelRole.from_config(judge, "models.judge"), seed, journal)
     thinks = [split_response(r["response"])[0] or "" for r in rows]
-    for r, n_cot, n_cap in zip(rows, count_tokens(tokenizer_json, thinks),
-                               count_tokens(tokenizer_json, [caption_of.get(r["id"], "") for r in rows])):
+    for r, n_cot, n_cap in zip(rows, count_tokens(tokenizer_json, thinks, threads),
+                               count_tokens(tokenizer_json, [caption_of.get(r["id"], "") for r in rows], threads)):
         r["cot_tokens"], r["caption_tokens"] = n_cot, n_cap
     rows.sort(key=lambda r: (r["id"], r["sample_index"]))
     table = pa.Table.from_pylist(rows, schema=schema.VERIFIED)

@@ -36,6 +36,7 @@ rule verify:
         "logs/verify/{source}/{shard}.log",
     conda:
         "../envs/vllm.yaml"
+    threads: 8  # the tokenizer's threads (profiles/slurm gives the job 8 cores); fewer where a run has fewer
     params:
         checks=config["verify"],
         judge=config["models"].get("judge"),

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -152,6 +153,28 @@ def test_count_tokens_matches_qwen_tiktoken(qwen_tok):
     assert tok.encode(texts[1], add_special_tokens=False).ids == expected[1]
     assert [tok.token_to_id(t) for t in QWEN_ADDED_TOKENS] == list(
         range(QWEN_FIRST_ADDED_ID, QWEN_FIRST_ADDED_ID + len(QWEN_ADDED_TOKENS)))
+
+
+def test_count_tokens_in_batches_counts_the_same(qwen_tok):
+    from tokenizers import Tokenizer
+
+    path = str(qwen_tok / "tokenizer.json")
+    texts = [("<think>Let x = 3.</think> so \\boxed{%d} 毕 " % i) * (i % 7) + "é" * i for i in range(50)]
+    expected = [len(e.ids) for e in Tokenizer.from_file(path).encode_batch(texts, add_special_tokens=False)]
+    assert count_tokens(path, texts) == count_tokens(path, texts, batch_size=3) == expected
+    assert count_tokens(path, []) == []
+
+
+def test_count_tokens_keeps_to_its_threads(qwen_tok):
+    """rayon's pool sizes itself at the first batch encode of a process: one fresh process each."""
+    code = ("import os, sys; from mmfr.models import count_tokens; "
+            "count_tokens(sys.argv[1], ['two words ' * 500] * 64, threads=int(sys.argv[2])); "
+            "print(len(os.listdir('/proc/self/task')))")
+    env = {k: v for k, v in os.environ.items() if k not in ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS")}
+    for threads in (1, 3):  # the main thread and the pool's
+        out = subprocess.run([sys.executable, "-c", code, str(qwen_tok / "tokenizer.json"), str(threads)], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        assert int(out) == 1 + threads
 
 
 def test_load_processor_reads_a_hub_style_checkout(qwen_tok, tmp_path):

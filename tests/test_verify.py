@@ -1,13 +1,18 @@
 """The verification chain and the GSPO rewards, on real inputs with exact expected verdicts."""
 
 import random
+import signal
 import threading
 import time
+from collections import Counter
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mmfr.rewards import FORMAT_WEIGHT, accuracy_reward, format_reward, reward_weights
-from mmfr.answers import has_repetition
+from mmfr.answers import has_repeated_ngram, has_repetition
+from mmfr.answers import extract, match
 from mmfr.verify import (
     JudgeError,
     VerifyConfig,
@@ -126,6 +131,82 @@ def test_math_verify_never_hangs():
     assert out == [(False, "text")]
 
 
+def slow_parse(monkeypatch, seconds):
+    import math_verify
+
+    parse = math_verify.parse
+
+    def slow(*args, **kwargs):
+        time.sleep(seconds)
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(math_verify, "parse", slow)
+
+
+def test_one_comparison_has_one_time_bound(monkeypatch):
+    """Each math-verify call alone fits in the bound, but a comparison's calls share it."""
+    slow_parse(monkeypatch, 0.1)  # a math-verify call: two parses, 0.2 s
+    monkeypatch.setattr(match, "MATH_VERIFY_TIMEOUT_S", 0.6)
+    assert answers_match("(x^2+1, 2x+1)", "(1+x^2, 1+2x)", "expression", [], CFG) == (True, "list")
+    start = time.perf_counter()
+    assert answers_match("(x^2+1, 2x+1, 3x+1, 4x+1)", "(1+x^2, 1+2x, 1+3x, 1+4x)", "expression", [],
+                         CFG) == (None, "timeout")
+    assert time.perf_counter() - start < 0.9
+    slow_parse(monkeypatch, 0.4)  # and the parses of one call: 0.8 s
+    assert answers_match("x^2+1", "1+x^2", "expression", [], CFG) == (None, "timeout")
+
+
+def test_the_time_bound_leaves_the_alarm_as_it_found_it(monkeypatch):
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
+    monkeypatch.setattr(match, "MATH_VERIFY_TIMEOUT_S", 0.5)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 3.0)
+        assert answers_match("2^{10^{10}}", "3", "expression", [], CFG) == (None, "timeout")
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 1.5 < left < 2.6 and not fired  # the outer timer runs on, less the time spent
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        assert answers_match("x^2", "x^2", "expression", [], CFG) == (True, "text")
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_verify_counts_the_comparisons_that_ran_out_of_time(monkeypatch, tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    from mmfr import models
+    from mmfr.verify import verify_shard
+
+    ids = ["a", "b", "c"]
+    pq.write_table(pa.table({"id": ids, "question": ["q"] * 3, "answer": ["x^2+1", "12", "1+x"],
+                             "answer_type": ["expression", "number", "expression"], "choices": [[], [], []]}),
+                   tmp_path / "std.parquet")
+    pq.write_table(pa.table({"id": ids, "source": ["s"] * 3, "sample_index": [0] * 3, "finish_reason": ["stop"] * 3,
+                             "error": [None] * 3, "response": [trace("1+x^2"), trace("12"), trace("x+1")]}),
+                   tmp_path / "traces.parquet")
+    pq.write_table(pa.table({"id": ids, "caption": ["a picture"] * 3}), tmp_path / "captions.parquet")
+    tok = Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    slow_parse(monkeypatch, 0.3)
+    monkeypatch.setattr(match, "MATH_VERIFY_TIMEOUT_S", 0.5)
+    threads = []
+    monkeypatch.setattr(models, "limit_tokenizer_threads", threads.append)
+    monkeypatch.setattr("mmfr.verify.limit_tokenizer_threads", threads.append)
+    counts = verify_shard(str(tmp_path / "std.parquet"), str(tmp_path / "traces.parquet"),
+                          str(tmp_path / "captions.parquet"), str(tmp_path / "tokenizer.json"),
+                          str(tmp_path / "verified.parquet"), {}, threads=3)
+    assert counts == {"wrong/timeout": 2, "correct/numeric": 1}
+    assert threads and set(threads) == {3}
+    rows = pq.read_table(tmp_path / "verified.parquet").to_pylist()
+    assert [(r["verdict"], r["decided_by"], r["cot_tokens"]) for r in rows] == [
+        ("wrong", "timeout", 120), ("correct", "numeric", 120), ("wrong", "timeout", 120)]
+
+
 @pytest.mark.parametrize("pred, expected", [
     ("B", True), ("(b)", True), ("Option B", True), ("B. 15 cm", True), ("15 cm", True), ("15", True),
     ("A", False), ("12 cm", False), ("0.5", False), ("E", False), ("something else", False),
@@ -197,6 +278,51 @@ def test_has_repetition():
     assert has_repetition("one two three " * 20, 50, 3)        # a looping short phrase
     assert not has_repetition(cot(5000), 50, 3)
     assert not has_repetition("", 50, 3)
+
+
+def reference_repeated_ngram(words, n, max_repeats):
+    """The plain definition: some window of n words occurs at least max_repeats times."""
+    windows = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1)) if n > 0 else Counter()
+    return any(c >= max_repeats for c in windows.values())
+
+
+def test_repeated_ngram_is_exactly_the_plain_count():
+    rng = random.Random(7)
+    for trial in range(3000):
+        vocab = [f"v{i}" for i in range(rng.choice([1, 2, 3, 5, 20, 1000]))]
+        words = [rng.choice(vocab) for _ in range(rng.choice([0, 1, 3, 10, 60, 79, 80, 81, 150, 400]))]
+        if words and rng.random() < 0.3:  # a loop: a stretch of the text said again several times
+            start = rng.randrange(len(words))
+            loop = words[start:start + rng.randrange(1, 60)]
+            words[start:start] = loop * rng.randrange(1, 4)
+        n = rng.choice([-1, 0, 1, 2, 3, 5, 50, len(words), len(words) + 1])
+        for max_repeats in (0, 1, 2, 3, 4):
+            assert has_repeated_ngram(words, n, max_repeats) == reference_repeated_ngram(words, n, max_repeats), \
+                (trial, len(words), n, max_repeats)
+
+
+@pytest.mark.parametrize("size", [20, 300])
+def test_repeated_ngram_edges(size):
+    same = ["a"] * size  # overlapping occurrences count: k + n - 1 words hold k of one n-gram
+    assert has_repeated_ngram(same, 4, size - 3) and not has_repeated_ngram(same, 4, size - 2)
+    assert has_repeated_ngram(same, 1, size) and not has_repeated_ngram(same, 1, size + 1)
+    distinct = [f"w{i}" for i in range(size)]
+    assert not has_repeated_ngram(distinct, 1, 2) and has_repeated_ngram(distinct, 1, 1)
+    assert not has_repeated_ngram(distinct, size + 1, 1) and has_repeated_ngram(distinct, size, 1)
+
+
+class Colliding(str):
+    """A word whose hash is the same as every other's: every window's hash collides."""
+
+    def __hash__(self):
+        return 7
+
+
+def test_a_hash_collision_never_flags_a_clean_text():
+    words = [Colliding(f"w{i}") for i in range(400)]
+    assert (extract.window_hashes(words, 50) == extract.window_hashes(words, 50)[0]).all()
+    assert not has_repeated_ngram(words, 50, 3) and not has_repeated_ngram(words, 1, 2)
+    assert has_repeated_ngram(words + words[:52], 50, 2) and not has_repeated_ngram(words + words[:52], 50, 3)
 
 
 def test_unextractable_answer_is_wrong():

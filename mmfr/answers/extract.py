@@ -4,6 +4,9 @@ boxed answers side by side make a list), an "answer is X" phrase, an option lett
 from __future__ import annotations
 
 import re
+from collections import Counter
+
+import numpy as np
 
 
 def last_answer_tag(text: str) -> str | None:
@@ -159,29 +162,52 @@ def is_bare(text: str) -> bool:
 
 # ------------------------------------------------------------- a looping response
 
-_HASH_MOD = (1 << 61) - 1
-_HASH_BASE = 1_000_003
+_BASE = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
+_BASE_INV = pow(_BASE, -1, 1 << 64)
+SMALL_WORDS = 80  # below this many words a plain count of the windows beats numpy's overhead
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    """base**0 .. base**(count-1) modulo 2**64."""
+    out = np.full(count, base, dtype=np.uint64)
+    out[:1] = 1
+    return np.cumprod(out, out=out)
+
+
+def window_hashes(words: list[str], n: int) -> np.ndarray:
+    """A polynomial hash modulo 2**64 of every n-word window (``len(words) >= n``), from the words'
+    own hashes: prefix sums of id * B**i, each window's difference scaled back by B**-i. Equal
+    windows hash equal; unequal ones may collide, so a caller confirms what it finds."""
+    size, count = len(words), len(words) - n + 1
+    ids = np.fromiter(map(hash, words), dtype=np.int64, count=size).view(np.uint64)
+    prefix = np.zeros(size + 1, dtype=np.uint64)
+    np.cumsum(ids * _powers(_BASE, size), out=prefix[1:])  # wraps modulo 2**64, as meant
+    return (prefix[n:] - prefix[:count]) * _powers(_BASE_INV, count)
 
 
 def has_repeated_ngram(words: list[str], n: int, max_repeats: int) -> bool:
-    if n <= 0 or len(words) < n + max_repeats - 1:
+    """Whether some n-gram of ``words`` occurs at least ``max_repeats`` times (overlaps count).
+
+    Linear time but for one sort: hash every window (``window_hashes``), sort the hashes, and look
+    for a run of ``max_repeats`` equal ones; a run found is confirmed on the words themselves, so a
+    hash collision never flags a clean text. Short inputs count their windows directly."""
+    size = len(words)
+    if n <= 0 or size < n + max(max_repeats, 1) - 1:
         return False
-    vocab: dict[str, int] = {}
-    ids = [vocab.setdefault(w, len(vocab) + 1) for w in words]
-    drop = pow(_HASH_BASE, n, _HASH_MOD)  # weight of the word leaving the window
-    counts: dict[int, int] = {}
-    h = 0
-    for i, x in enumerate(ids):
-        h = (h * _HASH_BASE + x - (ids[i - n] * drop if i >= n else 0)) % _HASH_MOD
-        if i >= n - 1:
-            counts[h] = c = counts.get(h, 0) + 1
-            if c >= max_repeats:
-                return True
+    if max_repeats <= 1:
+        return True  # every window occurs once
+    if size < SMALL_WORDS:
+        return max(Counter(tuple(words[i:i + n]) for i in range(size - n + 1)).values()) >= max_repeats
+    hashes = window_hashes(words, n)
+    ranked = np.sort(hashes)
+    runs = ranked[max_repeats - 1:] == ranked[:len(ranked) - max_repeats + 1]
+    for value in dict.fromkeys(ranked[:len(runs)][runs].tolist()):  # each candidate hash once
+        same = Counter(tuple(words[i:i + n]) for i in np.flatnonzero(hashes == value).tolist())
+        if max(same.values()) >= max_repeats:
+            return True
     return False
 
 
 def has_repetition(text: str, n: int, max_repeats: int) -> bool:
-    """Whether some n-gram of whitespace-separated words occurs >= max_repeats times (overlaps count).
-
-    One pass with a rolling polynomial hash mod 2**61-1 (collisions are negligible at CoT sizes)."""
+    """Whether some n-gram of whitespace-separated words occurs >= max_repeats times (overlaps count)."""
     return has_repeated_ngram(text.split(), n, max_repeats)

@@ -6,15 +6,19 @@ undecided comparison is never reported as a mismatch."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import re
+import signal
 import threading
+import time
 from dataclasses import dataclass
 
 from mmfr.answers.extract import FINAL_PREFIX
 
 ANSWER_TYPES = ("choice", "number", "expression", "text")
-MATH_VERIFY_TIMEOUT_S = 2  # per parse / per comparison, main thread only (signal.alarm)
+MATH_VERIFY_TIMEOUT_S = 2  # one comparison's math-verify work, all its calls together; main thread only (SIGALRM)
 UNGUARDED_MAX_CHARS = 300  # off the main thread (no alarm): longer expressions skip math-verify
 
 
@@ -100,29 +104,103 @@ class Undecided(Exception):
     """math-verify ran out of time: the comparison decided nothing."""
 
 
+class OutOfTime(BaseException):
+    """A comparison's clock ran out (raised by its timer wherever the main thread was). Not an
+    Exception, so that math-verify's and sympy's ``except Exception`` let it through."""
+
+
+@dataclass
+class _Clock:
+    seconds: float
+    deadline: float | None = None  # set by the first math-verify call
+    replaced: tuple = ()  # the SIGALRM handler and timer this clock's timer displaced
+
+
+_clock: list[_Clock] = []  # the comparison running on the main thread, if any
+
+
+def _out_of_time(signum, frame):
+    raise OutOfTime
+
+
+@contextlib.contextmanager
+def time_bound(seconds: float | None = None):
+    """Bound the math-verify work inside to ``seconds`` (``MATH_VERIFY_TIMEOUT_S``) in all, however
+    many parse and verify calls it takes: the first call starts one SIGALRM timer (after math-verify
+    is imported, so a first import costs nothing), and when it fires, whatever the main thread is
+    running raises ``OutOfTime``; a call after that is ``Undecided`` at once. The timer and handler it
+    displaced are restored on leaving. Nested bounds join the outermost; off the main thread
+    (signals reach only that one) nothing is bounded."""
+    if _clock or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    clock = _Clock(MATH_VERIFY_TIMEOUT_S if seconds is None else seconds)
+    _clock.append(clock)
+    try:
+        yield
+    finally:
+        try:
+            if clock.replaced:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:  # runs even when the timer fires just before it is stopped
+            _clock.clear()
+            if clock.replaced:
+                handler, (left, interval), started = clock.replaced
+                signal.signal(signal.SIGALRM, signal.SIG_DFL if handler is None else handler)  # None: set from C
+                if left:
+                    signal.setitimer(signal.ITIMER_REAL, max(left - (time.monotonic() - started), 1e-3), interval)
+
+
+def _start_clock() -> None:
+    """Start the running comparison's timer at its first math-verify call; Undecided once it has run out."""
+    if not _clock or threading.current_thread() is not threading.main_thread():
+        return
+    clock = _clock[0]
+    if clock.deadline is None:
+        clock.deadline = time.monotonic() + clock.seconds
+        handler = signal.signal(signal.SIGALRM, _out_of_time)
+        clock.replaced = (handler, signal.setitimer(signal.ITIMER_REAL, clock.seconds), time.monotonic())
+    elif time.monotonic() >= clock.deadline:
+        raise Undecided(f"math-verify ran out of time ({clock.seconds} s for the comparison)")
+
+
 def math_verify(pred: str, gold: str) -> bool | None:
     """math-verify equivalence of two LaTeX answers, or None where either side does not parse;
-    raises ``Undecided`` when parsing or comparing runs out of time.
+    raises ``Undecided`` (or ``OutOfTime``) when the comparison's ``time_bound`` runs out.
 
-    math-verify times out with signal.alarm, which works on the main thread only; elsewhere it runs
-    without a timeout, so long or explosive inputs (power towers, huge factorials) are refused."""
+    Time is bounded by signals, which work on the main thread only; elsewhere math-verify runs
+    without a bound, so long or explosive inputs (power towers, huge factorials) are refused."""
     on_main = threading.current_thread() is threading.main_thread()
     if not on_main and (len(pred) + len(gold) > UNGUARDED_MAX_CHARS or _RISKY.search(pred + gold)):
         return None
+    _prepare_math_verify()
     from math_verify import parse, verify
-    from math_verify.errors import TimeoutException
 
-    timeout = MATH_VERIFY_TIMEOUT_S if on_main else None
-    try:
-        gold_parsed = parse(f"${gold}$", parsing_timeout=timeout, raise_on_error=True)
-        pred_parsed = parse(f"${pred}$", parsing_timeout=timeout, raise_on_error=True)
-        if not gold_parsed or not pred_parsed:
+    with time_bound():
+        _start_clock()
+        try:  # no timeouts of math-verify's own: each would be a new alarm per call, displacing ours
+            gold_parsed = parse(f"${gold}$", parsing_timeout=None, raise_on_error=True)
+            pred_parsed = parse(f"${pred}$", parsing_timeout=None, raise_on_error=True)
+            if not gold_parsed or not pred_parsed:
+                return None
+            return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=True))
+        except OutOfTime as e:
+            raise Undecided(f"math-verify ran out of time ({MATH_VERIFY_TIMEOUT_S} s for the comparison)") from e
+        except Exception:  # a parser bug on odd input must not stop the chain
             return None
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout, raise_on_error=True))
-    except TimeoutException as e:
-        raise Undecided(f"math-verify ran out of time ({MATH_VERIFY_TIMEOUT_S} s)") from e
-    except Exception:  # a parser bug on odd input must not stop the chain
-        return None
+
+
+@functools.cache
+def _prepare_math_verify() -> None:
+    """Once per process, outside any comparison's time: import math-verify, tell it not to warn that
+    its calls run without its own timeout (ours bounds them), and warm its parser up (its first
+    parse builds the grammar, about 0.2 s)."""
+    import math_verify.grader
+    import math_verify.parser
+
+    math_verify.grader.TIMEOUT_WARNING_SHOWN = math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+    gold, pred = (math_verify.parse(f"${s}$", parsing_timeout=None) for s in ("x+1", "1+x"))
+    math_verify.verify(gold, pred, timeout_seconds=None)
 
 
 # --------------------------------------------------------------------------- lists
@@ -211,7 +289,8 @@ def lists_match(pred: tuple, gold: tuple, tol: Tolerance) -> bool:
 
 
 def choice_index(s: str, choices: list[str], tol: Tolerance) -> int | None:
-    """The option an answer names: a letter ('B', '(b)', 'Option B', 'B. text') or an option's text."""
+    """The option an answer names: a letter ('B', '(b)', 'Option B', 'B. text') or an option's text
+    (None: none); raises ``Undecided`` where comparing it with the options' values ran out of time."""
     plain = plain_text(s)
     letter = re.fullmatch(r"(?:(?i:option|choice|answer|image|figure|graph)\s*:?\s*)?\(?([A-Za-z])\)?", plain)
     if not letter and choices:
@@ -228,11 +307,9 @@ def choice_index(s: str, choices: list[str], tol: Tolerance) -> int | None:
         if len(hits) == 1:
             return hits[0]
     if choices and len(plain) <= UNGUARDED_MAX_CHARS and re.search(r"\\|[\d^_]", plain):
-        try:  # an option's value written another way: "\\dfrac{\\sqrt{5}-1}{2}" for "$\\frac{\\sqrt5-1}{2}$"
-            hits = [i for i, c in enumerate(choices)
-                    if re.search(r"\\|[\d^_]", c) and math_verify(plain, strip_math(c))]
-        except Undecided:
-            return None
+        # an option's value written another way: "\\dfrac{\\sqrt{5}-1}{2}" for "$\\frac{\\sqrt5-1}{2}$";
+        # out of time (Undecided) is not "names no option": answers_match makes it a timeout
+        hits = [i for i, c in enumerate(choices) if re.search(r"\\|[\d^_]", c) and math_verify(plain, strip_math(c))]
         if len(hits) == 1:
             return hits[0]
     return None
@@ -241,7 +318,8 @@ def choice_index(s: str, choices: list[str], tol: Tolerance) -> int | None:
 def answers_match(pred: str, gold: str, answer_type: str, choices: list[str],
                   tol: Tolerance) -> tuple[bool | None, str]:
     """Rule checks. Returns (equal, method), method in {'choice', 'numeric', 'list', 'math_verify',
-    'text'}, or (None, 'timeout') where math-verify ran out of time.
+    'text'}, or (None, 'timeout') where math-verify ran out of time: one comparison's math-verify
+    work, all of it, is bounded by ``MATH_VERIFY_TIMEOUT_S`` (``time_bound``).
 
     choice: pred may be a letter, '(B)', 'B. text', or the option's text itself → compare to the gold
     letter (a gold naming no option raises ValueError: it is a data error);
@@ -254,14 +332,15 @@ def answers_match(pred: str, gold: str, answer_type: str, choices: list[str],
     """
     if answer_type not in ANSWER_TYPES:
         raise ValueError(f"unknown answer_type {answer_type!r}; expected one of {ANSWER_TYPES}")
-    if answer_type == "choice":
-        gold_index = choice_index(gold, choices, tol)
-        if gold_index is None:
-            raise ValueError(f"gold answer {gold!r} names none of the options {choices!r}")
-        return choice_index(pred, choices, tol) == gold_index, "choice"
-    try:
-        return _match_value(pred, gold, answer_type, tol)
-    except Undecided:
+    try:  # outside the bound: its timer may fire as it is being stopped
+        with time_bound():
+            if answer_type != "choice":
+                return _match_value(pred, gold, answer_type, tol)
+            gold_index = choice_index(gold, choices, tol)
+            if gold_index is None:
+                raise ValueError(f"gold answer {gold!r} names none of the options {choices!r}")
+            return choice_index(pred, choices, tol) == gold_index, "choice"
+    except (Undecided, OutOfTime):
         return None, "timeout"
 
 
