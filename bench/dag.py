@@ -5,9 +5,11 @@ the same number of jobs, paired.
 
 For each ``--scale`` k, every source's ``shards`` is multiplied by k (an overlay config), and the
 dry run of ``--target`` is timed in an empty working directory (every job needed). The bare
-Snakefile has one rule with a wildcard and an aggregate, giving the same job count. Prints the
-job counts and the CPU seconds (user + system, the least of ``--repeat`` runs) of each, and the
-ratio: what our rules, input functions and config checks add to Snakemake's own cost. Also prints
+Snakefile has one rule with a wildcard and an aggregate, giving the same job count; a second bare
+one spreads the same jobs over as many rules as ours has (ours has a rule per source and per group
+of shards, since a rule's outputs cannot vary in number with a wildcard). Prints the job and rule
+counts and the CPU seconds (user + system, the least of ``--repeat`` runs) of each, and the ratios:
+what our rules, input functions and config checks add to Snakemake's own cost. Also prints
 the CPU of ``snakemake --version`` (interpreter and plugin start-up, paid by every job on a cluster).
 A bench script, not a test.
 """
@@ -50,14 +52,20 @@ def best(cmd: list[str], cwd: str, repeat: int) -> tuple[float, str]:
     return min(r[0] for r in runs), runs[0][1]
 
 
-def bare_snakefile(path: Path, jobs: int) -> None:
-    path.write_text(
-        "rule all:\n"
-        f"    input: expand('out/{{i}}.txt', i=range({jobs - 1}))\n\n"
-        "rule step:\n"
-        "    output: 'out/{i}.txt'\n"
-        "    log: 'logs/{i}.log'\n"
-        "    shell: 'touch {output}'\n")
+def bare_snakefile(path: Path, jobs: int, rules: int = 1) -> None:
+    """``jobs`` jobs: an aggregate over ``rules`` rules of one wildcard each, sharing the rest."""
+    text = ("rule all:\n"
+            f"    input: [f'out/r{{j % {rules}}}/{{j}}.txt' for j in range({jobs - 1})]\n\n")
+    for r in range(rules):
+        text += (f"rule step{r}:\n"
+                 f"    output: 'out/r{r}/{{i}}.txt'\n"
+                 f"    log: 'logs/r{r}/{{i}}.log'\n"
+                 "    shell: 'touch {output}'\n\n")
+    path.write_text(text)
+
+
+def rule_count(listing: str) -> int:
+    return len([line for line in listing.splitlines() if re.fullmatch(r"[A-Za-z_][\w]*", line.strip())])
 
 
 def main() -> None:
@@ -71,8 +79,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start, _ = best([SNAKEMAKE, "--version"], tmp, args.repeat)
         print(f"snakemake --version: {start:.2f} s CPU (start-up, every job pays it)")
-        print(f"{'scale':>5} {'jobs':>6} {'ours s':>8} {'bare s':>8} {'ours/bare':>9} {'ours - start':>12} "
-              f"{'bare - start':>12} {'ratio':>6}")
+        print(f"{'scale':>5} {'jobs':>6} {'rules':>6} {'ours s':>8} {'bare s':>8} {'ours/bare':>9} "
+              f"{'ours - start':>12} {'bare - start':>12} {'ratio':>6} {'bare, as many rules s':>22} {'ours/it':>8}")
         for k in (int(x) for x in args.scale.split(",")):
             overlay = Path(tmp) / f"scale{k}.yaml"
             sources = [{**s, "shards": s.get("shards", 1) * k} for s in config["sources"]]
@@ -87,8 +95,16 @@ def main() -> None:
             bare_snakefile(bare_dir / "Snakefile", jobs)
             bare, out = best([SNAKEMAKE, "-n", "-c1"], str(bare_dir), args.repeat)
             assert jobs_of(out) == jobs, (jobs_of(out), jobs)
-            print(f"{k:>5} {jobs:>6} {ours:>8.2f} {bare:>8.2f} {ours / bare:>9.2f} {ours - start:>12.2f} "
-                  f"{bare - start:>12.2f} {(ours - start) / (bare - start):>6.2f}", flush=True)
+            _, listing = cpu_of([SNAKEMAKE, "-l", "-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile",
+                                 str(ROOT / args.configfile), str(overlay)], str(ROOT))
+            rules = rule_count(listing)
+            wide_dir = Path(tmp) / f"wide{k}"
+            wide_dir.mkdir()
+            bare_snakefile(wide_dir / "Snakefile", jobs, rules - 1)
+            wide, out = best([SNAKEMAKE, "-n", "-c1"], str(wide_dir), args.repeat)
+            print(f"{k:>5} {jobs:>6} {rules:>6} {ours:>8.2f} {bare:>8.2f} {ours / bare:>9.2f} {ours - start:>12.2f} "
+                  f"{bare - start:>12.2f} {(ours - start) / (bare - start):>6.2f} {wide:>22.2f} {ours / wide:>8.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
