@@ -9,9 +9,11 @@ Snakefile has one rule with a wildcard and an aggregate, giving the same job cou
 one spreads the same jobs over as many rules as ours has (ours has a rule per source and per group
 of shards, since a rule's outputs cannot vary in number with a wildcard). Prints the job and rule
 counts and the CPU seconds (user + system, the least of ``--repeat`` runs) of each, and the ratios:
-what our rules, input functions and config checks add to Snakemake's own cost. Also prints
+what our rules, input functions and config checks add to Snakemake's own cost; and the parse
+every cluster job does (``--mode remote -l``), ours against a bare Snakefile's. Also prints
 the CPU of ``snakemake --version`` (interpreter and plugin start-up, paid by every job on a cluster).
-A bench script, not a test.
+This VM's CPU seconds vary by up to a third from run to run: run it twice. A bench script,
+not a test.
 """
 
 from __future__ import annotations
@@ -79,6 +81,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start, _ = best([SNAKEMAKE, "--version"], tmp, args.repeat)
         print(f"snakemake --version: {start:.2f} s CPU (start-up, every job pays it)")
+        # a cluster job's own parse (--mode remote: not the main process), against the bare one's
+        job_dir = Path(tmp) / "job"
+        job_dir.mkdir()
+        bare_snakefile(job_dir / "Snakefile", 2)
+        ours_job, _ = best([SNAKEMAKE, "--mode", "remote", "-l", "-s", str(ROOT / "Snakefile"), "-d", str(job_dir),
+                            "--configfile", str(ROOT / args.configfile)], str(ROOT), args.repeat)
+        bare_job, _ = best([SNAKEMAKE, "--mode", "remote", "-l"], str(job_dir), args.repeat)
+        print(f"a job's parse (--mode remote -l): ours {ours_job:.2f} s CPU, bare {bare_job:.2f} s, "
+              f"ours/bare {ours_job / bare_job:.2f}")
         print(f"{'scale':>5} {'jobs':>6} {'rules':>6} {'ours s':>8} {'bare s':>8} {'ours/bare':>9} "
               f"{'ours - start':>12} {'bare - start':>12} {'ratio':>6} {'bare, as many rules s':>22} {'ours/it':>8}")
         for k in (int(x) for x in args.scale.split(",")):
