@@ -468,6 +468,63 @@ def grounded_mcq(rec: dict, spec: dict, index: int) -> list[dict]:
             for k, q in enumerate(questions)]
 
 
+# Columns that hold an image's dense caption: a text (DOCCI's description, a detection set's caption)
+# or a conversation whose reply is the caption (FineVision's densefusion_1m texts, ShareGPT4V's)
+CAPTION_COLUMNS = ("caption", "dense_caption", "description", "texts", "conversations")
+ID_COLUMNS = ("image_id", "id", "example_id")
+REPLY = "__question_writer__"  # the column standardise adds for caption_mcq: the writer's reply
+
+
+def dense_caption(value) -> str | None:
+    """The caption text of a caption column's value: a text, or the reply of its first turn."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        if "assistant" in value[0]:  # FineVision turns
+            reply = value[0].get("assistant")
+        else:
+            reply = _chat(value)[1]
+        return reply.strip() if isinstance(reply, str) and reply.strip() else None
+    return None
+
+
+def caption_mcq(rec: dict, spec: dict, index: int) -> list[dict]:
+    """Long Grounded Thoughts' "scale" stage from dense captions: the questions a text LLM wrote from
+    the record's caption (``mmfr.questions``; its reply arrives in column ``REPLY``), each checked by
+    ``mmfr.grounded.caption_questions``, then ``composed_per_image`` compositions of two of them
+    ("complexity"). A question that fails a check, or a reply that did not finish, comes back as a
+    row to drop with its reason. The image (``image``/``images``) is the record's; ids
+    "<image id>#<k>"; the caption stays in metadata (``dense_caption``), the question's evidence in
+    ``facts``."""
+    cols, tried = {}, {}
+    for key, names in (("image", ("image", "images")), ("caption", CAPTION_COLUMNS), ("id", ID_COLUMNS)):
+        cols[key], tried[key] = _pick(rec, spec, key, names)
+    if not cols["image"]:
+        raise _missing(rec, spec, {"image": tried["image"]})
+    reply = rec.get(REPLY)
+    if reply is None:
+        raise AdapterError(f"source {spec.get('name', '?')!r}, record {index}: no reply of the question writer "
+                           "(adapter caption_mcq reads the replies of rule write_questions)")
+    image_id = rec[cols["id"]] if cols["id"] and rec[cols["id"]] is not None else index
+    if reply["finish_reason"] != "stop":
+        return [{"original_id": f"{image_id}#reply", "reject": (f"writer_{reply['finish_reason']}", reply["error"])}]
+    seed = f"{spec.get('name')}/{image_id}"
+    simple, rejected = grounded.caption_questions(reply["response"], reply["caption"],
+                                                  int(spec.get("questions_per_image", QUESTIONS_PER_IMAGE)), seed,
+                                                  spec.get("require_evidence", True))
+    questions = simple + grounded.composed(f"{seed}/composed", simple,
+                                           int(spec.get("composed_per_image", COMPOSED_PER_IMAGE)))
+    images = _images(rec[cols["image"]], spec.get("image_root"))
+    used = {cols["image"], cols["caption"], cols["id"], REPLY}
+    rows = [make_row(rec, spec, index, used=used, question=q.text(), answer=q.answer, choices=q.choices, images=images,
+                     original_id=f"{image_id}#{k}",
+                     extra={"lgt_kind": q.kind, "facts": q.facts, "answer": q.answer, "dense_caption": reply["caption"]})
+            for k, q in enumerate(questions)]
+    where = {-1: "reply"}
+    return rows + [{"original_id": f"{image_id}#{where.get(r.index, f'q{r.index}')}", "reject": (r.reason, r.detail)}
+                   for r in rejected]
+
+
 ADAPTERS: dict[str, Callable[[dict, dict, int], list[dict]]] = {
     "raw": raw,
     "generic": generic,
@@ -485,5 +542,6 @@ ADAPTERS: dict[str, Callable[[dict, dict, int], list[dict]]] = {
     "puzzlevqa": puzzlevqa,
     "visualsphinx": visualsphinx,
     "grounded_mcq": grounded_mcq,
+    "caption_mcq": caption_mcq,
     "llava_cot": llava_cot,
 }

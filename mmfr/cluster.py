@@ -37,6 +37,7 @@ def rule_gpus(config: dict) -> dict[str, int]:
         gpus["evaluate"] = max(gpus["evaluate"], gpus["evaluate_judge"])
     train = int(config["train"].get("gpus", 0))
     return {**gpus, "trace": model_gpus(config, "trace"), "expand": model_gpus(config, "expand"),
+            "write_questions": model_gpus(config, "question_writer"),
             "pass_rate": model_gpus(config, "proxy"), "sft": train, "gspo": train, "dpo": train,
             "base_model": 0}
 

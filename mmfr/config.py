@@ -81,9 +81,10 @@ QUESTIONS_PER_IMAGE, COMPOSED_PER_IMAGE = 4, 2
 
 def source_rows(source: dict) -> int:
     """Items a source brings: the paper's starting count, else its 1.8M count, else the generated n.
-    A source of images that grounded_mcq writes questions about counts images: times its questions."""
+    A source of images that grounded_mcq (or a question writer, caption_mcq) writes questions about
+    counts images: times its questions."""
     n = int(source.get("paper_raw") or source.get("expected") or source.get("n") or 0)
-    if source.get("adapter") == "grounded_mcq" or source.get("kind") == "synthetic_detection":
+    if source.get("adapter") in ("grounded_mcq", "caption_mcq") or source.get("kind") == "synthetic_detection":
         n *= source.get("questions_per_image", QUESTIONS_PER_IMAGE) + source.get("composed_per_image", COMPOSED_PER_IMAGE)
     return n
 
@@ -185,6 +186,13 @@ def check_config(config: dict) -> None:
             if fam not in known:
                 raise ConfigError(f"sources[{i}] ({s['name']}): unknown synthetic family {fam!r}; known: {sorted(known)}")
     _check_exclusions(config)
+    for i, s in enumerate(config["sources"]):
+        if s.get("adapter") == "caption_mcq" and not config["models"].get("question_writer"):
+            raise ConfigError(f"sources[{i}] ({s['name']}): adapter caption_mcq needs models.question_writer, the "
+                              "text LLM that writes its questions from the dense captions")
+        if s.get("dense_captions") and s["kind"] != "synthetic_detection":
+            raise ConfigError(f"sources[{i}].dense_captions ({s['name']}): only a synthetic_detection source "
+                              "generates captions; a dataset's own caption column is read by adapter caption_mcq")
     unpinned = [s["name"] for s in config["sources"] + config["benchmarks"] if s["kind"] == "hf" and not s.get("revision")]
     if unpinned:
         log.warning("%d datasets have no pinned revision (downloads are not reproducible): %s",
@@ -205,9 +213,10 @@ def check_config(config: dict) -> None:
         if spec["backend"] == "release" and not spec.get("revision"):
             raise ConfigError(f"models.{role}.revision: a release is read at a pinned revision (a Hub commit; "
                               f"for a folder, a label that changes with its content)")
-        if spec["backend"] == "scripted" and role not in ("caption", "trace", "clean", "extract", "expand"):
-            raise ConfigError(f"models.{role}.backend: the scripted backend can only caption, trace, clean, extract "
-                              "and expand")
+        if spec["backend"] == "scripted" and role not in ("caption", "trace", "clean", "extract", "expand",
+                                                          "question_writer"):
+            raise ConfigError(f"models.{role}.backend: the scripted backend can only caption, trace, clean, extract, "
+                              "expand and write questions")
     if config["difficulty"].get("from_release") and not any(
             (config["models"].get(r) or {}).get("backend") == "release" for r in ("caption", "trace")):
         raise ConfigError("difficulty.from_release: no release to take pass rates from (models.trace with "

@@ -6,6 +6,10 @@ simple four-option questions: how many objects of a class, which object is furth
 where one object lies relative to another, which object covers the most area. A question is asked
 only when the boxes decide it clearly (no ties within ``MARGIN`` of the image, no crowding).
 
+"scale" also has a text LLM write questions from an image's dense caption (``caption_questions``):
+those are checked here (JSON, options, an answer that names one option, evidence quoted from the
+caption), and what fails is set aside with its reason.
+
 "complexity": two simple questions on the same image merged into one harder question that stays
 verifiable: the sum of two counts, or both answers at once (the option that pairs them correctly).
 
@@ -15,7 +19,9 @@ teacher's reference; the options are shuffled with a seed from the record, so a 
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from dataclasses import dataclass, field
 
 from mmfr.options import LETTERS, letter_of, lettered, number_options
@@ -231,3 +237,175 @@ def describe(metadata: dict) -> dict:
     return {"category": "scene with objects", "summary": f"An image with {len(boxes)} labelled objects.",
             "components": [f"{sum(b.label == label for b in boxes)} x {label}" for label in labels],
             "interactions": [], "implicit": [], "ambiguities": []}
+
+
+# --------------------------------------------------------------------------- from dense captions
+# Long Grounded Thoughts' "scale" stage also has a text LLM write multiple-choice questions from an
+# image's dense caption (models.question_writer, mmfr/prompts/questions.txt). Its reply is JSON; each
+# question it holds is checked here, and one that fails a check is set aside with its reason, never
+# repaired. The options are shuffled with a seed from the record: models put the right answer first
+# far more often than chance, and the answer letter must not be a cue.
+
+
+_FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_OPTION_LABEL = re.compile(r"^\s*\(?([A-Da-d])[).:]\s+")
+_ANSWER_LETTER = re.compile(r"^\s*(?:option\s+)?\(?([A-Da-d])\)?[.:]?\s*$", re.I)
+_SPACE = re.compile(r"\s+")
+MIN_QUESTION_WORDS = 3
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A question of a reply that did not pass, or the whole reply (``index`` -1)."""
+
+    index: int
+    reason: str
+    detail: str = ""
+
+
+def _normal(text: str) -> str:
+    return _SPACE.sub(" ", str(text)).strip().strip(".").casefold()
+
+
+def reply_json(reply: str):
+    """The JSON value of a question writer's reply: after a reasoning model's ``</think>``, the
+    first fenced block if there is one, else from the first bracket to the last. Raises ValueError."""
+    body = reply.rsplit("</think>", 1)[-1]
+    if fenced := _FENCED.search(body):
+        body = fenced.group(1)
+    starts = [i for i in (body.find("{"), body.find("[")) if i >= 0]
+    if not starts:
+        raise ValueError("no JSON object or list in the reply")
+    start = min(starts)
+    end = max(body.rfind("}"), body.rfind("]"))
+    if end < start:
+        raise ValueError("the JSON is not closed")
+    try:
+        return json.loads(body[start:end + 1])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON: {e}") from None
+
+
+_TAGGED = re.compile(r"<question>(.*?)</question>\s*<choices>(.*?)</choices>\s*<answer>(.*?)</answer>"
+                     r"(?:.*?<evidence>(.*?)</evidence>)?", re.S)
+_INLINE_LABEL = re.compile(r"\(([A-D])\)\s*")
+
+
+def tagged_items(reply: str) -> list:
+    """The questions of a reply in the tagged layout (LongPerceptualThoughts' released MCQs:
+    ``<question>..</question> <choices> (A) .. (B) .. </choices> <answer>..</answer>``, optionally
+    ``<evidence>``), as the JSON layout's objects; a block that does not parse is ``None``."""
+    items = []
+    for block in reply.split("<question>")[1:]:
+        m = _TAGGED.match("<question>" + block)
+        if not m:
+            items.append(None)
+            continue
+        parts = _INLINE_LABEL.split(m.group(2))  # ['', 'A', 'x ', 'B', 'y ', ...]
+        options = [text.strip() for text in parts[2::2]]
+        items.append({"question": m.group(1).strip(), "options": options if len(parts) > 1 else m.group(2).strip(),
+                      "answer": m.group(3).strip(), "evidence": (m.group(4) or "").strip()})
+    return items
+
+
+def _options(item: dict) -> list[str]:
+    raw = item.get("options", item.get("choices"))
+    if isinstance(raw, dict):  # {"A": "...", "B": "..."}
+        raw = [raw[k] for k in sorted(raw)]
+    if not isinstance(raw, list) or not all(isinstance(o, (str, int, float)) and not isinstance(o, bool) for o in raw):
+        raise ValueError("options must be a list of texts")
+    options = [_OPTION_LABEL.sub("", str(o)).strip() for o in raw]
+    if not 2 <= len(options) <= len(LETTERS):
+        raise ValueError(f"{len(options)} options (2 to {len(LETTERS)} are asked for)")
+    if any(not o for o in options):
+        raise ValueError("an option is empty")
+    if len({_normal(o) for o in options}) < len(options):
+        raise ValueError(f"options repeat: {options}")
+    return options
+
+
+def _answer_index(answer, options: list[str]) -> int:
+    text = str(answer if answer is not None else "").strip()
+    if m := _ANSWER_LETTER.match(text):
+        index = "ABCD".index(m.group(1).upper())
+        if index < len(options):
+            return index
+        raise ValueError(f"answer {text!r} names no option ({len(options)} options)")
+    body = _OPTION_LABEL.sub("", text)
+    matches = [i for i, o in enumerate(options) if _normal(o) == _normal(body)]
+    if len(matches) != 1:
+        raise ValueError(f"answer {text!r} is neither an option's letter nor one option's text")
+    return matches[0]
+
+
+def caption_question(item, caption: str, rng: random.Random, require_evidence: bool = True) -> Question:
+    """One question of a writer's reply as a ``Question`` (kind ``caption``; its facts, the caption
+    sentence it rests on), options shuffled. Raises ValueError with the reason's name first:
+    ``malformed_question``, ``short_question``, ``bad_options``, ``bad_answer``, ``ungrounded``."""
+    if not isinstance(item, dict):
+        raise ValueError(f"malformed_question: {type(item).__name__}, not an object")
+    question = item.get("question")
+    if not isinstance(question, str) or len(question.split()) < MIN_QUESTION_WORDS:
+        raise ValueError(f"short_question: {question!r}")
+    try:
+        options = _options(item)
+    except ValueError as e:
+        raise ValueError(f"bad_options: {e}") from None
+    try:
+        correct = options[_answer_index(item.get("answer"), options)]
+    except ValueError as e:
+        raise ValueError(f"bad_answer: {e}") from None
+    evidence = item.get("evidence")
+    evidence = evidence.strip() if isinstance(evidence, str) else ""
+    if require_evidence and not evidence:
+        raise ValueError("ungrounded: no evidence quoted")
+    if require_evidence and _normal(evidence) not in _normal(caption):
+        raise ValueError(f"ungrounded: the evidence {evidence!r} is not a quote of the caption")
+    rng.shuffle(options)
+    return Question("caption", _SPACE.sub(" ", question).strip(), options, LETTERS[options.index(correct)],
+                    [evidence] if evidence else [])
+
+
+def caption_questions(reply: str, caption: str, n: int, seed: str,
+                      require_evidence: bool = True) -> tuple[list[Question], list[Rejected]]:
+    """Up to ``n`` questions a writer's reply holds about one caption, and what was set aside:
+    the reply is JSON (``{"questions": [...]}`` or a list, as prompt ``questions`` asks) or tagged
+    (``tagged_items``). Set aside are the whole reply (``unparsable_reply``, ``no_questions``), or
+    one question (the reasons of ``caption_question``, ``repeated_question``, ``over_limit``: past
+    the ``n`` asked for)."""
+    body = reply.rsplit("</think>", 1)[-1]
+    if "<question>" in body:
+        items = tagged_items(body)
+    else:
+        try:
+            value = reply_json(body)
+        except ValueError as e:
+            return [], [Rejected(-1, "unparsable_reply", str(e))]
+        items = value.get("questions") if isinstance(value, dict) else value
+        if not isinstance(items, list) or not items:
+            return [], [Rejected(-1, "no_questions", f"expected a list of questions, got {str(value)[:200]}")]
+    rng = random.Random(seed)
+    kept, rejected, seen = [], [], set()
+    for k, item in enumerate(items):
+        try:
+            q = caption_question(item, caption, rng, require_evidence)
+        except ValueError as e:
+            reason, _, detail = str(e).partition(": ")
+            rejected.append(Rejected(k, reason, detail))
+            continue
+        if _normal(q.question) in seen:
+            rejected.append(Rejected(k, "repeated_question", q.question))
+        elif len(kept) == n:
+            rejected.append(Rejected(k, "over_limit", f"{n} questions asked for"))
+        else:
+            seen.add(_normal(q.question))
+            kept.append(q)
+    return kept, rejected
+
+
+def composed(seed: str, simple: list[Question], n: int) -> list[Question]:
+    """Up to ``n`` compositions of pairs of an image's questions ("complexity"), seeded."""
+    rng = random.Random(seed)
+    pairs = [(a, b) for i, a in enumerate(simple) for b in simple[i + 1:]]
+    rng.shuffle(pairs)
+    return [compose(rng, a, b) for a, b in pairs[:n]]

@@ -20,6 +20,10 @@ from mmfr.config import generation_groups, source_rows
 # reasoning model's continuation of a short trace after the cue (Long Grounded Thoughts), which
 # re-checks the whole derivation and so runs to several times the short trace.
 EXPAND_TOKENS = 4000
+# Output tokens per caption a question writer spends when the config gives no ``plan.tokens.questions``:
+# our estimate, about 120 tokens of JSON (question, four options, answer, a quoted sentence) per
+# question asked for, four questions by default
+QUESTION_TOKENS = 500
 
 
 def load_config(paths: list[str]) -> dict:
@@ -74,6 +78,12 @@ def stages(config: dict) -> list[Stage]:
                      jobs)
 
     plan = []
+    writes = [s for s in sources if s.get("adapter") == "caption_mcq"]
+    if models.get("question_writer") and writes:  # one request per image (paper_raw counts images)
+        images = sum(int(s.get("paper_raw") or s.get("expected") or s.get("n") or 0) for s in writes)
+        spec = models["question_writer"]
+        plan.append(Stage("questions", spec.get("model", "-"), images, images * tokens.get("questions", QUESTION_TOKENS),
+                          int(spec.get("tensor_parallel_size", 1)), sum(s.get("question_jobs", 1) for s in writes)))
     if models.get("clean"):
         plan.append(stage("clean", "clean", n, n * tokens.get("clean", 0), "clean"))
     if models.get("extract"):

@@ -166,6 +166,8 @@ def to_canonical(row: dict, source: str, license: str, policy: ImagePolicy,
     """One RAW row → one canonical record, or ``Reject`` with the category and reason."""
     if row.get("unreadable"):
         raise Reject("unreadable", row["unreadable"])
+    if row.get("reject"):  # an adapter's own verdict on a row it made (a model-written question)
+        raise Reject(*row["reject"])
     if hit := exclusions.origin_match(row.get("origin"), config):
         raise Reject("excluded_origin", f"{hit} (origin {row.get('origin') or config})", "excluded")
     question = _text(row.get("question"), "question")
@@ -231,10 +233,13 @@ def _text(value, field: str) -> str:
 
 
 def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_size: int = 256,
-             adapt=adapters.adapt, row_groups: list[int] | None = None, first: int = 0):
+             adapt=adapters.adapt, row_groups: list[int] | None = None, first: int = 0,
+             replies: dict[int, dict] | None = None):
     """Stream a downloaded source through its adapter: yields RAW rows, a batch of records at a time.
     ``adapt``: another reader of records (a benchmark's protocol). ``row_groups``: only those row
-    groups of the file, whose first record is record number ``first`` of the file."""
+    groups of the file, whose first record is record number ``first`` of the file. ``replies``: the
+    question writer's reply to each record, by row (adapter caption_mcq), given to it in column
+    ``adapters.REPLY``."""
 
     default = {"synthetic_detection": "grounded_mcq"}.get(spec.get("kind"),
                                                            "raw" if spec.get("kind") in SYNTHETIC_KINDS else "generic")
@@ -242,6 +247,8 @@ def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_siz
     index = first
     for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=batch_size, row_groups=row_groups):
         for rec in batch.to_pylist():
+            if replies is not None:
+                rec[adapters.REPLY] = replies.get(index)
             try:
                 yield from adapt(rec, spec, index)
             except adapters.RecordError as e:
@@ -250,11 +257,13 @@ def raw_rows(raw_path: str, spec: dict, images_dir: str | None = None, batch_siz
 
 
 def outcomes(raw_path: str, spec: dict, policy: ImagePolicy, exclusions: Exclusions, images_dir: str | None,
-             adapt=adapters.adapt, row_groups: list[int] | None = None, first: int = 0):
+             adapt=adapters.adapt, row_groups: list[int] | None = None, first: int = 0,
+             replies: dict[int, dict] | None = None):
     """What becomes of each RAW row of the file (or of ``row_groups``): yields a canonical record,
     or a ``DROPPED`` row with its reason, in order. The part of standardise that needs no other row."""
     source, license = spec["name"], spec.get("license", "unknown")
-    for row in raw_rows(raw_path, spec, images_dir, adapt=adapt, row_groups=row_groups, first=first):
+    for row in raw_rows(raw_path, spec, images_dir, adapt=adapt, row_groups=row_groups, first=first,
+                        replies=replies):
         try:
             yield to_canonical(row, source, license, policy, exclusions, spec.get("config"))
         except Reject as e:
@@ -265,42 +274,70 @@ def outcomes(raw_path: str, spec: dict, policy: ImagePolicy, exclusions: Exclusi
 TASK_ROWS = 256  # records of the raw file per task of a parallel standardise (whole row groups)
 
 
-def _tasks(raw_path: str) -> list[tuple[list[int], int]]:
-    """The raw file's row groups in runs of about ``TASK_ROWS`` records: (row groups, first record)."""
+def _tasks(raw_path: str) -> list[tuple[list[int], int, int]]:
+    """The raw file's row groups in runs of about ``TASK_ROWS`` records: (row groups, first record,
+    records)."""
     meta = pq.ParquetFile(raw_path).metadata
     tasks, first, run, size = [], 0, [], 0
     for g in range(meta.num_row_groups):
         run.append(g)
         size += meta.row_group(g).num_rows
         if size >= TASK_ROWS or g == meta.num_row_groups - 1:
-            tasks.append((run, first))
+            tasks.append((run, first, size))
             first, run, size = first + size, [], 0
     return tasks
 
 
-def _task_outcomes(job: tuple, task: tuple[list[int], int]) -> list[dict]:
-    return list(outcomes(*job, row_groups=task[0], first=task[1]))
+def _task_outcomes(job: tuple, task: tuple[list[int], int, int], replies: dict[int, dict] | None = None) -> list[dict]:
+    return list(outcomes(*job, row_groups=task[0], first=task[1], replies=replies))
+
+
+class Replies:
+    """The replies of a source's question jobs, read in row order, a range at a time (standardise
+    asks for each task's rows in turn, so memory holds one part's batch, not the source)."""
+
+    def __init__(self, paths: list[str]):
+        self._rows = (r for path in paths for b in pq.ParquetFile(path).iter_batches(batch_size=1024)
+                      for r in b.to_pylist())
+        self._next = next(self._rows, None)
+
+    def take(self, first: int, size: int) -> dict[int, dict]:
+        """``{row: reply}`` for download rows ``first`` to ``first + size - 1``."""
+        out = {}
+        while self._next is not None and self._next["index"] < first + size:
+            if self._next["index"] >= first:
+                out[self._next["index"]] = self._next
+            self._next = next(self._rows, None)
+        return out
 
 
 def parallel_outcomes(raw_path: str, spec: dict, policy: ImagePolicy, exclusions: Exclusions,
-                      images_dir: str | None, adapt=adapters.adapt, threads: int = 1):
+                      images_dir: str | None, adapt=adapters.adapt, threads: int = 1,
+                      replies: list[str] | None = None):
     """``outcomes`` computed by ``threads`` worker processes over runs of row groups, yielded in the
     file's order (so the output bytes do not depend on ``threads``). At most two tasks per worker are
     in flight, so memory is bounded by the workers, not by the source's size. Workers are forked:
-    a Snakemake script cannot be imported again by a spawned process."""
+    a Snakemake script cannot be imported again by a spawned process. ``replies``: the question
+    writer's reply files (adapter caption_mcq), each task sent its own rows' replies."""
     job = (raw_path, spec, policy, exclusions, images_dir, adapt)
+    reader = Replies(replies) if replies is not None else None
+
+    def replies_of(task):
+        return reader.take(task[1], task[2]) if reader is not None else None
+
     if threads <= 1:
-        yield from outcomes(*job)
+        for task in _tasks(raw_path):
+            yield from _task_outcomes(job, task, replies_of(task))
         return
     import collections
     import functools
     import multiprocessing
 
-    tasks, pending = iter(_tasks(raw_path)), collections.deque()
+    pending = collections.deque()
     run = functools.partial(_task_outcomes, job)
     with ProcessPoolExecutor(threads, mp_context=multiprocessing.get_context("fork")) as pool:
-        for task in tasks:
-            pending.append(pool.submit(run, task))
+        for task in _tasks(raw_path):
+            pending.append(pool.submit(run, task, replies_of(task)))
             if len(pending) >= 2 * threads:
                 yield from pending.popleft().result()
         while pending:
@@ -350,20 +387,24 @@ class ShardWriter:
 
 def standardise(raw_path: str, spec: dict, shard_paths: list[str], dropped_path: str, counts_path: str | None,
                 policy: ImagePolicy, exclusions: Exclusions = Exclusions(), images_dir: str | None = None,
-                adapt=adapters.adapt, threads: int = 1) -> dict:
+                adapt=adapters.adapt, threads: int = 1, replies: list[str] | None = None) -> dict:
     """A downloaded source → canonical records hash-sharded over ``shard_paths``, streamed.
 
     Every row the source's adapter yields is either kept or written to ``dropped_path`` with its
     category and reason; ``counts_path`` gets {raw, kept, dropped: {category: {reason: n}}}, and
     raw == kept + all drops always. ``threads``: worker processes that decode and hash the images
-    (``parallel_outcomes``); the output is the same bytes for any number. Returns the counts.
+    (``parallel_outcomes``); the output is the same bytes for any number. ``replies``: the question
+    writer's reply files, in row order (adapter caption_mcq; ``mmfr.questions``). Returns the counts.
     """
     source = spec["name"]
+    if (spec.get("adapter") == "caption_mcq") != (replies is not None):
+        raise ValueError(f"source {source!r}: the question writer's replies are read by adapter caption_mcq, and "
+                         "it reads nothing else")
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     writers = [ShardWriter(p, schema.RECORD, pool=pool) for p in shard_paths]
     dropped, seen, raw = [], set(), 0
     try:
-        for rec in parallel_outcomes(raw_path, spec, policy, exclusions, images_dir, adapt, threads):
+        for rec in parallel_outcomes(raw_path, spec, policy, exclusions, images_dir, adapt, threads, replies):
             raw += 1
             if "reason" in rec:  # a DROPPED row
                 dropped.append(rec)

@@ -66,6 +66,21 @@ wildcard_constraints:
     model=rf"base/({_names(STUDENTS)})|({_names(SUBSETS)})/({_names(STUDENTS)})/({_names(STAGES)})",
 
 
+# Long Grounded Thoughts: sources whose questions a text LLM writes from dense captions (adapter
+# caption_mcq), in question_jobs parts of the download each (rule write_questions)
+QUESTION_SOURCES = [
+    s for s, spec in SOURCES.items() if spec.get("adapter") == "caption_mcq"
+]
+
+
+def question_paths(source):
+    """The question writer's replies for a source's download (none for other sources)."""
+    if source not in QUESTION_SOURCES:
+        return []
+    parts = SOURCES[source].get("question_jobs", 1)
+    return [f"data/raw/{source}/questions/{p:05d}.parquet" for p in range(parts)]
+
+
 def shards(source):
     return [f"{i:05d}" for i in range(SOURCES[source]["shards"])]
 
@@ -314,6 +329,7 @@ def data_artifacts():
         files += [
             f"data/raw/{s}/{f}" for f in ("data.parquet", "manifest.json", "images")
         ]
+        files += question_paths(s)
         files += [f"data/std/{s}/dropped.parquet", f"data/std/{s}/counts.json"]
     for b in BENCHMARKS:
         files += [

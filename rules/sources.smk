@@ -16,6 +16,30 @@ rule download_source:
         "../scripts/download_source.py"
 
 
+if QUESTION_SOURCES:
+
+    # Long Grounded Thoughts: a text LLM writes questions from each image's dense caption, one job
+    # per part of the download; standardise reads the replies (adapter caption_mcq)
+    rule write_questions:
+        input:
+            data="data/raw/{source}/data.parquet",
+        output:
+            "data/raw/{source}/questions/{part}.parquet",
+        log:
+            "logs/write_questions/{source}/{part}.log",
+        wildcard_constraints:
+            source=_names(QUESTION_SOURCES),
+            part=r"\d{5}",
+        conda:
+            "../envs/vllm.yaml"
+        params:
+            spec=source_spec,
+            model=config["models"]["question_writer"],
+            seed=SEED,
+        script:
+            "../scripts/write_questions.py"
+
+
 # One rule per source: its shard count (from config) fixes its outputs, so the whole DAG is
 # known at parse time and each source is read once.
 for _source in SOURCES:
@@ -26,6 +50,7 @@ for _source in SOURCES:
         input:
             data=f"data/raw/{_source}/data.parquet",
             images=f"data/raw/{_source}/images",
+            questions=question_paths(_source),
         output:
             shards=shard_paths("std", _source),
             dropped=f"data/std/{_source}/dropped.parquet",

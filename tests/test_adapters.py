@@ -14,6 +14,8 @@ from mmfr.schema import RAW
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 FIELDS = {"generic": {"image": "decoded_image", "id": "pid"}}
+# record 0 of caption_mcq is a real reply in the tagged layout, which quotes no evidence
+OPTIONS = {"caption_mcq": {"require_evidence": False}}
 
 
 def _load(value):
@@ -36,7 +38,7 @@ def records(family: str) -> list[dict]:
 
 def spec(family: str, **over) -> dict:
     return {"name": f"test_{family}", "adapter": family, "domain": "math", "image_root": str(FIXTURES),
-            "fields": FIELDS.get(family, {}), **over}
+            "fields": FIELDS.get(family, {}), **OPTIONS.get(family, {}), **over}
 
 
 def rows(family: str, i: int, **over) -> list[dict]:
@@ -139,6 +141,15 @@ CASES = [
      1, None, "139#4"),
     ("grounded_mcq", 1, 0, "How many bears are there in the image?\n(A) 3\n(B) 4\n(C) 2\n(D) 1", "D", False, "choice",
      ["3", "4", "2", "1"], 1, None, "285#0"),  # one object: one question, nothing to compose
+    # the real reply (gpt-4o) put the answer second; shuffled, the answer letter is no cue. Checked
+    # against the DOCCI caption: "a blue colored iris"; "the word "PAN""
+    ("caption_mcq", 0, 0, "What color are the character's iris in the sculpture?\n(A) Orange\n(B) Red\n(C) Blue\n"
+     "(D) Green", "C", False, "choice", ["Orange", "Red", "Blue", "Green"], 1, None, "train_00000#0"),
+    ("caption_mcq", 0, 2, "What word is painted on the cap of the sculpture?\n(A) TOP\n(B) FUN\n(C) PAN\n(D) CAP",
+     "C", False, "choice", ["TOP", "FUN", "PAN", "CAP"], 1, None, "train_00000#2"),
+    ("caption_mcq", 1, 1, "What is partially visible on the right side of the scene?\n(A) An ATM\n(B) A lamp post\n"
+     "(C) A bicycle\n(D) A bench", "A", False, "choice", ["An ATM", "A lamp post", "A bicycle", "A bench"], 1, None,
+     "train_00004#1"),
 ]
 
 
@@ -169,7 +180,8 @@ def test_every_adapter_has_a_fixture_and_every_row_fits_raw():
         table = pa.Table.from_pylist(out, schema=RAW)  # types fit the RAW schema
         assert table.num_rows == len(out) >= 2
         for r in out:
-            assert isinstance(json.loads(r["metadata"]), dict)
+            if "reject" not in r:  # a model-written question that failed its checks (caption_mcq)
+                assert isinstance(json.loads(r["metadata"]), dict)
 
 
 def test_images_are_the_bytes_of_every_input_image_and_missing_files_are_empty():
@@ -379,3 +391,29 @@ def test_answer_and_solution():
     assert answer_and_solution("C", "because C is largest") == ("C", "because C is largest")
     assert answer_and_solution(None, "<answer>3</answer>") == ("3", None)
     assert answer_and_solution(b"\xff") == (b"\xff", None)  # bytes pass through to the standardiser
+
+
+def test_caption_mcq_keeps_each_question_or_its_reason():
+    """The writer's questions on a real DOCCI caption: the real tagged reply quotes no evidence, so
+    with the default check every one of its ten questions is set aside as ungrounded; our JSON reply
+    quotes the caption and gives three questions and two compositions. The caption goes to metadata,
+    each question's evidence to its facts."""
+    tagged = rows("caption_mcq", 0, require_evidence=True)
+    assert [r["reject"][0] for r in tagged] == ["ungrounded"] * 10
+    assert [r["original_id"] for r in tagged][:2] == ["train_00000#q0", "train_00000#q1"]
+    out = rows("caption_mcq", 1, require_evidence=True)
+    assert [r["original_id"] for r in out] == [f"train_00004#{k}" for k in range(5)]
+    meta = json.loads(out[0]["metadata"])
+    assert meta["lgt_kind"] == "caption" and meta["facts"] == ["there is a cylindrical concrete pot that holds three flags"]
+    assert meta["dense_caption"].startswith("Next to a wooden staircase") and "description" not in meta
+    assert json.loads(out[3]["metadata"])["lgt_kind"] == "caption+caption"
+    # ten questions written, four asked for: the rest are counted, not kept
+    assert [r["reject"][0] for r in rows("caption_mcq", 0)[6:]] == ["over_limit"] * 6
+
+
+def test_caption_mcq_a_reply_that_did_not_finish_is_one_reason_and_no_reply_is_an_error():
+    rec = records("caption_mcq")[1]
+    cut = {**rec, "__question_writer__": {**rec["__question_writer__"], "finish_reason": "length", "error": ""}}
+    assert adapt(cut, spec("caption_mcq"), 1) == [{"original_id": "train_00004#reply", "reject": ("writer_length", "")}]
+    with pytest.raises(AdapterError, match="no reply of the question writer"):
+        adapt({k: v for k, v in rec.items() if k != "__question_writer__"}, spec("caption_mcq"), 1)

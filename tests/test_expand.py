@@ -192,7 +192,10 @@ def test_scripted_expansion_is_seeded_and_takes_the_cue():
 def test_plan_has_an_expand_stage_for_the_lgt_recipe():
     config = load_config([str(REPO / "config.yaml"), str(REPO / "recipes/lgt.yaml")])
     plan = {s.stage: s for s in stages(config)}
-    assert list(plan)[:4] == ["clean", "extract", "caption", "trace"] and "expand" in plan
+    assert list(plan)[:5] == ["questions", "clean", "extract", "caption", "trace"] and "expand" in plan
+    dense = next(s for s in config["sources"] if s["adapter"] == "caption_mcq")
+    assert plan["questions"].requests == dense["paper_raw"] and plan["questions"].jobs == dense["question_jobs"]
+    assert plan["questions"].model == config["models"]["question_writer"]["model"]
     assert plan["expand"].requests == plan["trace"].requests
     assert plan["expand"].tokens == plan["expand"].requests * config["plan"]["tokens"]["expand"]
     assert plan["expand"].model == config["models"]["expand"]["model"]

@@ -110,7 +110,7 @@ def test_no_module_takes_another_s_private_name():
 
 
 # The stages in the order data flows through them; a stage may import an earlier one, never a later
-STAGES = ["mmfr.adapters", "mmfr.sources", "mmfr.dedup", "mmfr.clean", "mmfr.annotate", "mmfr.verify",
+STAGES = ["mmfr.adapters", "mmfr.questions", "mmfr.sources", "mmfr.dedup", "mmfr.clean", "mmfr.annotate", "mmfr.verify",
           "mmfr.student", "mmfr.difficulty", "mmfr.subsets", "mmfr.rewards", "mmfr.train", "mmfr.benchmarks.rules",
           "mmfr.benchmarks.protocols", "mmfr.benchmarks", "mmfr.evaluate",
           "mmfr.summary", "mmfr.report"]

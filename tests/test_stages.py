@@ -27,6 +27,8 @@ def config():
     (lambda c: c["models"]["judge"].update(backend="scripted"), "models.judge.backend"),
     (lambda c: c["subsets"][0].update(where="true; DROP TABLE pool"), "subsets[0].where"),
     (lambda c: c["train"].update(stages=["dpo"]), "train.stages"),
+    (lambda c: c["sources"][0].update(adapter="caption_mcq"), "adapter caption_mcq needs models.question_writer"),
+    (lambda c: c["sources"][0].update(dense_captions=True), "sources[0].dense_captions"),
 ])
 def test_config_errors_name_the_key(config, edit, key):
     check_config(config)

@@ -4,6 +4,7 @@ no-op reruns, narrow reruns after a config change, and byte-identical data acros
 import hashlib
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -327,3 +328,27 @@ def test_lgt_demo_trains_dpo_on_pairs_and_scores_it(lgt_run):
     header = table[0].split("\t")
     assert {"base", "sft", "dpo"} <= set(header) and "gspo" not in header
     assert (tmp_path / "results/scores/lgt/tiny/dpo").is_dir() and not (tmp_path / "models/lgt/tiny/gspo").exists()
+
+
+def test_lgt_demo_writes_questions_from_dense_captions(lgt_run):
+    """Long Grounded Thoughts' caption path in the build: rule write_questions answers every image of
+    the download in its two parts (journaled, with provenance), standardise keeps the questions that
+    pass and counts the writer's faults by reason, and the questions go on to verified traces and
+    the subset like the box questions."""
+    tmp_path = lgt_run
+    parts = [tmp_path / f"data/raw/synth_captioned/questions/{p:05d}.parquet" for p in range(2)]
+    replies = [r for p in parts for r in pq.read_table(p).to_pylist()]
+    assert [r["index"] for r in replies] == list(range(10)) and {r["finish_reason"] for r in replies} == {"stop"}
+    prov = json.loads((tmp_path / "provenance/data/raw/synth_captioned/questions/00001.parquet.json").read_text())
+    assert prov["rule"] == "write_questions" and prov["wildcards"] == {"source": "synth_captioned", "part": "00001"}
+    assert prov["journals"] and "mmfr-scripted-question-writer" in json.dumps(prov["params"])
+    counts = json.loads((tmp_path / "data/std/synth_captioned/counts.json").read_text())
+    dropped = pq.read_table(tmp_path / "data/std/synth_captioned/dropped.parquet").to_pylist()
+    assert counts["raw"] == counts["kept"] + len(dropped) and counts["kept"] > 20
+    std = pq.read_table(tmp_path / "data/std/synth_captioned/00000.parquet").to_pylist()
+    kinds = Counter(json.loads(r["metadata"])["lgt_kind"] for r in std)
+    assert kinds["caption"] > kinds["caption+caption"] > 0 and set(kinds) == {"caption", "caption+caption"}
+    verified = pq.read_table(tmp_path / "data/verified/synth_captioned/00000.parquet").to_pylist()
+    assert {v["id"] for v in verified} <= {r["id"] for r in std} and any(v["verdict"] == "correct" for v in verified)
+    subset = pq.read_table(tmp_path / "data/subsets/lgt/data").to_pylist()
+    assert {"synth_grounded", "synth_captioned"} <= {r["source"] for r in subset}

@@ -15,9 +15,10 @@ from mmfr.schema import RAW
 
 def generated_table(spec: dict, seed: int) -> pa.Table:
     """The table a generated source downloads to: RAW rows, or (``synthetic_detection``) images with
-    labelled boxes as a detection dataset stores them."""
+    labelled boxes as a detection dataset stores them (and, with ``dense_captions``, a caption each)."""
     if spec["kind"] == "synthetic_detection":
-        return pa.Table.from_pylist(synth.detections(spec["n"], schema.seed_for(seed, "synth", spec["name"])))
+        return pa.Table.from_pylist(synth.detections(spec["n"], schema.seed_for(seed, "synth", spec["name"]),
+                                                     dense_captions=spec.get("dense_captions", False)))
     return pa.Table.from_pylist(synthetic_rows(spec, seed), schema=RAW)
 
 

@@ -1,22 +1,29 @@
 """The demo teacher: writes captions and four-phase traces from a synthetic sample's scene
 program, with a seeded rate of mistakes and malformed outputs so verification has real work.
-It also stands in for the text LLMs of the sources stage: a rule-based question cleaner and an
-answer extractor that reads the solution text only (it can fail, and then says NONE)."""
+It also stands in for the text LLMs of the sources stage: a rule-based question cleaner, an
+answer extractor that reads the solution text only (it can fail, and then says NONE), and a question
+writer that reads a dense caption only (Long Grounded Thoughts, adapter caption_mcq)."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
 from typing import Iterator
 
 from mmfr.answers import answers_match, extract_answer, Tolerance
+from mmfr import grounded
 from mmfr.demo import synth
+from mmfr.options import number_options
 from mmfr.generate.core import Request, Response
 from mmfr.generate.role import as_role, ModelRole
 
 DEFAULT_MISTAKES = {"wrong_answer": 0.0, "no_answer_tag": 0.0, "unclosed_think": 0.0,
-                    "repetition": 0.0, "too_short": 0.0}
+                    "repetition": 0.0, "too_short": 0.0,
+                    # the question writer's (task "questions"): a reply cut off mid-JSON, a question whose
+                    # evidence is no quote of the caption, a question with an option twice
+                    "malformed_json": 0.0, "ungrounded": 0.0, "bad_options": 0.0}
 
 
 class ScriptedBackend:
@@ -50,6 +57,9 @@ class ScriptedBackend:
                     text = extract(req.context)
                 elif task == "expand":
                     text = expand(req.context, random.Random(req.seed), self.mistakes)
+                elif task == "questions":
+                    text = questions(req.context["caption"], req.context["n"], random.Random(req.seed),
+                                     self.mistakes)
                 else:
                     raise ValueError(f"scripted backend cannot do task {task!r}")
             except Exception as e:  # a record without a scene program, say
@@ -200,3 +210,46 @@ def expand(context: dict, rng: random.Random, mistakes: dict) -> str:
     closing = "" if kind == "unclosed_think" else "\n</think>"
     tail = "" if kind == "no_answer_tag" else f"\n<answer>{final}</answer>"
     return f"{think}{closing}{tail}"
+
+
+_COUNT = re.compile(r"There (?:is|are) (\d+) ([a-z ]+)\.")
+_EXTREME = re.compile(r"The ([a-z ]+) is the shape furthest to the (left|right)\.")
+_RELATION = re.compile(r"The ([a-z ]+) is to the (left|right) of the ([a-z ]+)\.")
+
+
+def questions(caption: str, n: int, rng: random.Random, mistakes: dict) -> str:
+    """A question writer that reads only the caption: a question for each sentence of it that
+    settles one (counts, the shape furthest to a side, left-right relations), at most ``n`` in a
+    seeded order, as the JSON prompt ``questions`` asks for. ``mistakes`` (a probability each):
+    ``malformed_json``, ``ungrounded``, ``bad_options``."""
+    sentences = [m.group(0) for m in re.finditer(r"[^.]+\.", caption)]
+    shapes = list(dict.fromkeys(m.group(1) for m in _EXTREME.finditer(caption)) or [])
+    shapes += [m.group(g) for m in _RELATION.finditer(caption) for g in (1, 3)]
+    shapes = list(dict.fromkeys(shapes))
+    written = []
+    for sentence in sentences:
+        sentence = sentence.strip()
+        if m := _COUNT.fullmatch(sentence):
+            count, things = int(m.group(1)), grounded.plural(m.group(2)) if m.group(1) == "1" else m.group(2)
+            options = number_options(rng, count, [count - 1, count + 1, count + 2], minimum=1)
+            written.append({"question": f"How many {things} are there in the picture?", "options": options,
+                            "answer": "ABCD"[options.index(str(count))], "evidence": sentence})
+        elif (m := _EXTREME.fullmatch(sentence)) and len(shapes) >= 4:
+            others = rng.sample([s for s in shapes if s != m.group(1)], 3)
+            written.append({"question": f"Which shape is furthest to the {m.group(2)} in the picture?",
+                            "options": [m.group(1), *others], "answer": "A", "evidence": sentence})
+        elif m := _RELATION.fullmatch(sentence):
+            written.append({"question": f"Is the {m.group(1)} to the left or to the right of the {m.group(3)}?",
+                            "options": ["to the left", "to the right"],
+                            "answer": "A" if m.group(2) == "left" else "B", "evidence": sentence})
+    rng.shuffle(written)
+    written = written[:n]
+    roll = rng.random()
+    if written and roll < mistakes["ungrounded"]:
+        written[0]["evidence"] = "This is clear from the picture."
+    elif written and roll < mistakes["ungrounded"] + mistakes["bad_options"]:
+        written[0]["options"] = [written[0]["options"][0]] * 2
+    text = json.dumps({"questions": written}, indent=1)
+    if rng.random() < mistakes["malformed_json"]:
+        text = text[: len(text) // 2]
+    return text

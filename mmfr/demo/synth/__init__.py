@@ -71,10 +71,12 @@ def generate(family: str, split: str, n: int, seed: int) -> list[dict]:
     return [_record(family, split, i, seed) for i in range(n)]
 
 
-def detections(n: int, seed: int, split: str = "train") -> list[dict]:
+def detections(n: int, seed: int, split: str = "train", dense_captions: bool = False) -> list[dict]:
     """``n`` images of counting scenes with their labelled boxes, in the layout of a detection
     dataset such as detection-datasets/coco: the demo's stand-in for Long Grounded Thoughts' images
-    with metadata (adapter ``grounded_mcq`` writes the questions)."""
+    with metadata (adapter ``grounded_mcq`` writes the questions). ``dense_captions``: each image also
+    gets a prose description (column ``caption``), as a dense-caption dataset stores one, from which
+    a question writer works (adapter ``caption_mcq``)."""
     rows = []
     for i in range(n):
         rng = random.Random(seed_for(seed, f"synth/detection/{split}", index=i))
@@ -83,7 +85,31 @@ def detections(n: int, seed: int, split: str = "train") -> list[dict]:
         rows.append({"image_id": f"detection-{split}-{i:06d}", "image": {"bytes": to_png(counting.render(program)),
                      "path": None}, "width": program["width"], "height": program["height"],
                      "objects": counting.objects(program)})
+        if dense_captions:
+            rows[-1]["caption"] = dense_caption(rows[-1]["objects"], program["width"], program["height"])
     return rows
+
+
+def dense_caption(objects: dict, width: int, height: int) -> str:
+    """A prose description of a scene from its labelled boxes: how many of each kind, which shape
+    lies furthest to each side, and where some shapes are relative to others (only what the boxes
+    settle by a clear margin)."""
+    boxes = grounded.boxes_from(objects)
+    counts = {label: sum(b.label == label for b in boxes) for label in dict.fromkeys(b.label for b in boxes)}
+    text = [f"A {width} by {height} drawing of {len(boxes)} flat shapes on a plain background, none of them "
+            "overlapping."]
+    text += [f"There {'is' if n == 1 else 'are'} {n} {label if n == 1 else grounded.plural(label)}."
+             for label, n in counts.items()]
+    unique = [b for b in boxes if counts[b.label] == 1]
+    margin = grounded.MARGIN * width
+    for side, key in (("left", lambda b: b.cx), ("right", lambda b: -b.cx)):
+        first, *rest = sorted(boxes, key=key)
+        if counts[first.label] == 1 and all(key(b) - key(first) >= margin for b in rest):
+            text.append(f"The {first.label} is the shape furthest to the {side}.")
+    for a, b in zip(unique, unique[1:]):
+        if abs(a.cx - b.cx) >= 2 * margin:
+            text.append(f"The {a.label} is to the {'left' if a.cx < b.cx else 'right'} of the {b.label}.")
+    return " ".join(text)
 
 
 def compose(records: list[dict], n: int, seed: int) -> list[dict]:
