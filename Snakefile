@@ -2,6 +2,7 @@
 # The default config is the full MMFineReason recipe; recipes/*.yaml overlay it
 # (e.g. `snakemake all --configfile config.yaml recipes/demo.yaml`; targets go before
 # --configfile, which takes every word after it as a config file).
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from mmfr.config import check_schema
@@ -12,11 +13,16 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-# every config error named by its key (verify.min_cot_wrds), before any job runs; Snakemake's
-# validate then fills in the defaults (a job's own parse gets the config the main process checked)
-if workflow.is_main_process:
+# Snakemake's validate checks the config and fills in the defaults; when it finds an error, every
+# error is named by its key (verify.min_cot_wrds) before any job runs, not the whole schema
+try:
+    validate(config, "schemas/config.schema.yaml")
+    invalid = None
+except WorkflowError as e:
+    invalid = e
+if invalid:
     check_schema(config, f"{workflow.basedir}/schemas/config.schema.yaml")
-validate(config, "schemas/config.schema.yaml")
+    raise invalid
 
 
 report: "report/workflow.rst"

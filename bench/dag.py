@@ -6,8 +6,7 @@ the same number of jobs, paired.
 For each ``--scale`` k, every source's ``shards`` is multiplied by k (an overlay config), and the
 dry run of ``--target`` is timed in an empty working directory (every job needed). The bare
 Snakefile has one rule with a wildcard and an aggregate, giving the same job count; a second bare
-one spreads the same jobs over as many rules as ours has (ours has a rule per source and per group
-of shards, since a rule's outputs cannot vary in number with a wildcard). Prints the job and rule
+one spreads the same jobs over as many rules as ours has. Prints the job and rule
 counts and the CPU seconds (user + system, the least of ``--repeat`` runs) of each, and the ratios:
 what our rules, input functions and config checks add to Snakemake's own cost; and the parse
 every cluster job does (``--mode remote -l``), ours against a bare Snakefile's. Also prints

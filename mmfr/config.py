@@ -279,8 +279,9 @@ def check_filters(config: dict) -> None:
     Snakefile runs it in the main process only."""
     from mmfr.subsets import check_where
 
-    for i, sub in enumerate(config["subsets"]):
-        if problem := check_where(sub.get("where", "true")):
+    wheres = [sub.get("where", "true") for sub in config["subsets"]]
+    for i, (sub, problem) in enumerate(zip(config["subsets"], check_where(*wheres))):
+        if problem:
             raise ConfigError(f"subsets[{i}].where ({sub['name']}): {sub.get('where')!r} is not a valid filter: "
                               f"{problem}")
 

@@ -188,14 +188,15 @@ def _nvidia_smi_names() -> list[str]:
 
 
 def job_of(artifact: str) -> dict:
-    """Where and how the job that wrote ``artifact`` ran (its rule, wildcards, times, hardware),
+    """Where and how the job that wrote ``artifact`` ran (its rule and wildcards, times, hardware),
     from its provenance record; ``{"artifact": ...}`` alone when there is none."""
     path = record_path(artifact)
     if not os.path.exists(path):
         return {"artifact": artifact}
     with open(path) as f:
         record = json.load(f)
-    return {"artifact": artifact, **{k: record.get(k) for k in ("rule", "started", "finished", "hardware")}}
+    return {"artifact": artifact,
+            **{k: record.get(k) for k in ("rule", "wildcards", "started", "finished", "hardware")}}
 
 
 def write(artifact: str, *, rule: str, wildcards: dict, params: dict, inputs: list[str],

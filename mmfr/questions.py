@@ -8,7 +8,7 @@ other. One job writes for one part of the download's rows (``question_jobs`` par
 a million captions spread over as many GPU jobs; every reply is journaled, so a killed job resumes.
 The job keeps the replies as they came (``QUESTION_REPLIES``, one row per record); adapter
 ``caption_mcq`` reads them at standardise (``mmfr.sources.Replies``), where ``mmfr.grounded.caption_questions`` checks each
-question and a failed one is dropped with its reason and counted (``data/std/<source>/``)."""
+question and a failed one is dropped with its reason and counted (``data/std/<source>.dropped.parquet``)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
-import re
 import sys
 import time
 
@@ -91,14 +90,14 @@ def journals_of(output: str) -> list[str]:
     return sorted(p for p in glob.glob(glob.escape(stem) + ".jsonl") + glob.glob(glob.escape(stem) + ".*.jsonl"))
 
 
-def marker_journals(markers) -> list[str]:
-    """The journals a group job fills, one per shard: beside each shard's output, whose place its
-    marker (``<stage>/<source>/<shard>.generated``, or ``.judged`` for evaluation's judge) holds."""
-    return [journal_of(re.sub(r"\.(generated|judged)$", "", str(m)) + ".parquet") for m in markers]
+def group_journals(outputs) -> list[str]:
+    """The journals a group job fills: those of the per-shard (per-benchmark) outputs it generates
+    for, which their own jobs then read."""
+    return [journal_of(str(o)) for o in outputs]
 
 
 def write_markers(markers, counts: dict) -> None:
-    """Leave a group job's markers (temporary: each goes once its shard's job has run)."""
+    """Leave a group job's marker (temporary: it goes once the jobs of its group have run)."""
     for marker in markers:
         with open(marker, "w") as f:
             f.write(f"{counts}\n")

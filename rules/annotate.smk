@@ -31,21 +31,20 @@ if RELEASE:
 
 # With grouping.caption_rows, one GPU job per group of shards captions them all with one load
 # of the teacher; each shard's caption job then finds its captions in the journal.
-for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
+if grouped("caption"):
 
-    rule:
-        name:
-            f"caption_generate_{_group}"
+    rule caption_generate:
         input:
-            shards=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
+            shards=group_inputs("caption", "data/clean/{source}/{shard}.parquet"),
             release=release_index("caption"),
         output:
-            markers=temp(group_markers("caption", _source, _shards)),
+            temp(group_marker("caption", "{source}", "{first}")),
         log:
-            f"logs/caption_generate/{_group}.log",
+            "logs/caption_generate/{source}_{first}.log",
         conda:
             "../envs/vllm.yaml"
         params:
+            outputs=group_outputs("caption"),
             model=teacher("caption"),
             seed=SEED,
         script:

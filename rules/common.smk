@@ -1,7 +1,6 @@
 # Helpers shared by the rules: the config as lookup tables, paths, and input functions.
 # Nothing here imports heavy libraries: every SLURM job parses this file.
 import os
-from pathlib import Path
 
 from snakemake.resources import Resources
 
@@ -60,6 +59,7 @@ def _names(names):
 wildcard_constraints:
     source=_names(SOURCES),
     shard=r"\d{5}",
+    first=r"\d{5}",
     bench=_names(BENCHMARKS),
     subset=_names([*SUBSETS, RL["name"]]),
     size=_names(STUDENTS),
@@ -181,10 +181,42 @@ def verify_traces(wildcards):
     return f"data/{TRACE_STAGE}/{wildcards.source}/{wildcards.shard}.parquet"
 
 
-def group_markers(stage, source, shards):
-    """The markers a group job leaves beside its shards' outputs, one per shard."""
+# The group a shard is in, per grouped stage: {stage: {(source, shard): first shard of its group}}.
+# A group job is one job of the stage's one rule (<stage>_generate), its wildcards the source and
+# the group's first shard; it leaves one temporary marker, which the group's shard jobs take as an
+# order-only input (`after`). The marker carries no content, so regrouping reruns nothing.
+GROUP_FIRST = {
+    stage: {
+        (source, s): shards_[0] for source, shards_ in groups.values() for s in shards_
+    }
+    for stage, groups in GROUPS.items()
+}
+
+
+def group_marker(stage, source, first):
+    return f"{GROUPED_STAGES[stage].outputs}/{source}/group_{first}.generated"
+
+
+def group_shards(stage, wildcards):
+    """The shards of the group a group job's wildcards name."""
+    return GROUPS[stage][f"{wildcards.source}_{wildcards.first}"][1]
+
+
+def group_inputs(stage, pattern):
+    """Input function of a group job: ``pattern`` for each shard of its group."""
+    return lambda wildcards: [
+        pattern.format(source=wildcards.source, shard=s)
+        for s in group_shards(stage, wildcards)
+    ]
+
+
+def group_outputs(stage):
+    """Params of a group job: the per-shard outputs whose journals it fills."""
     folder = GROUPED_STAGES[stage].outputs
-    return [f"{folder}/{source}/{s}.generated" for s in shards]
+    return lambda wildcards: [
+        f"{folder}/{wildcards.source}/{s}.parquet"
+        for s in group_shards(stage, wildcards)
+    ]
 
 
 def generated(stage):
@@ -194,7 +226,8 @@ def generated(stage):
     def marker(wildcards):
         if not grouped(stage):
             return []
-        return group_markers(stage, wildcards.source, [wildcards.shard])
+        first = GROUP_FIRST[stage][(wildcards.source, wildcards.shard)]
+        return [group_marker(stage, wildcards.source, first)]
 
     return marker
 
@@ -271,27 +304,29 @@ def all_eval_items():
     return sorted(f"results/scores/{m}/{b}.parquet" for m in models for b in BENCHMARKS)
 
 
-def eval_groups():
-    """grouping.evaluate: one GPU job per model answers every benchmark. Each model (base/8b) by
-    the name its job takes (base_8b)."""
-    if not grouped("evaluate"):
-        return {}
-    models = {m for t in SCORE_TARGETS for m in scored_models(*t).values()}
-    return {"_".join(Path(m).parts): m for m in sorted(models)}
+# grouping.evaluate: one GPU job per model answers every benchmark (rule evaluate_generate), and
+# with evaluate.judge one more judges them (rule evaluate_judge); each leaves one temporary marker
+# per model, which the model's per-benchmark evaluate jobs take as an order-only input.
+EVAL_JUDGED = grouped("evaluate") and bool(config["evaluate"].get("judge"))
 
 
-def judge_groups():
-    """grouping.evaluate with evaluate.judge: one GPU job per model judges every benchmark's answers."""
-    return eval_groups() if config["evaluate"].get("judge") else {}
+def answers_marker(model, judged=False):
+    return f"results/scores/{model}/answers.{'judged' if judged else 'generated'}"
 
 
 def evaluated(wildcards):
-    """The markers a model's evaluation jobs leave once a benchmark's answers (and the judge's
-    verdicts on them) are in the journal."""
+    """The markers a model's evaluation jobs leave once every benchmark's answers (and the judge's
+    verdicts on them) are in the journals."""
     if not grouped("evaluate"):
         return []
-    stem = f"results/scores/{wildcards.model}/{wildcards.bench}"
-    return [f"{stem}.generated"] + ([f"{stem}.judged"] if judge_groups() else [])
+    return [answers_marker(wildcards.model)] + (
+        [answers_marker(wildcards.model, True)] if EVAL_JUDGED else []
+    )
+
+
+def answer_outputs(wildcards):
+    """Params of an evaluation group job: the per-benchmark score files whose journals it fills."""
+    return [f"results/scores/{wildcards.model}/{b}.parquet" for b in BENCHMARKS]
 
 
 def gspo_env():
@@ -330,13 +365,17 @@ def data_artifacts():
             f"data/raw/{s}/{f}" for f in ("data.parquet", "manifest.json", "images")
         ]
         files += question_paths(s)
-        files += [f"data/std/{s}/dropped.parquet", f"data/std/{s}/counts.json"]
+        files += [
+            f"data/std/{s}",
+            f"data/std/{s}.dropped.parquet",
+            f"data/std/{s}.counts.json",
+        ]
     for b in BENCHMARKS:
         files += [
             f"data/raw/bench/{b}{f}" for f in (".parquet", ".manifest.json", ".images")
         ]
         files += [f"data/bench/{b}.parquet", f"data/bench/{b}.dropped.parquet"]
-    stages = ["std", "clean", "captions", "traces", "verified", "passrate"]
+    stages = ["clean", "captions", "traces", "verified", "passrate"]
     for stage in stages + (["expanded"] if EXPAND else []):
         files += all_shard_paths(stage)
     files += [
@@ -377,8 +416,8 @@ def all_artifacts():
 
 def summary_inputs(wildcards):
     return {
-        "counts": [f"data/std/{s}/counts.json" for s in SOURCES],
-        "dropped": [f"data/std/{s}/dropped.parquet" for s in SOURCES]
+        "counts": [f"data/std/{s}.counts.json" for s in SOURCES],
+        "dropped": [f"data/std/{s}.dropped.parquet" for s in SOURCES]
         + [p.replace(".parquet", ".dropped.parquet") for p in all_shard_paths("clean")],
         "records": all_shard_paths("clean"),
         "captions": all_shard_paths("captions"),
@@ -399,8 +438,8 @@ def summary_inputs(wildcards):
 # runtimes and memory are the profile's); here it is applied to the rules.
 def apply_cluster(rules):
     """Set gpu, partition, account and GPU model on every rule (what the rule itself sets wins),
-    and give each looped rule the set-resources its profile gives its family (`clean_generate`, ...),
-    and a per-shard rule that loads the model itself those of its stage's group job."""
+    and give a per-shard rule that loads the model itself the set-resources of its stage's group
+    job (clean_generate, ...)."""
     gpus = cluster.rule_gpus(config)
     # the profile's set-resources (Snakemake applies them by exact rule name only)
     overrides = workflow.resource_settings.overwrite_resources

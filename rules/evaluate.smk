@@ -34,22 +34,21 @@ rule prepare_benchmark:
 
 # With grouping.evaluate, one GPU job per model answers every benchmark with one load of the
 # model; each benchmark's evaluate job then scores the answers from the journal.
-for _group, _model in eval_groups().items():
+if grouped("evaluate"):
 
-    rule:
-        name:
-            f"evaluate_generate_{_group}"
+    rule evaluate_generate:
         input:
-            model=f"models/{_model}",
+            model=eval_model_dir,
             benches=[f"data/bench/{b}.parquet" for b in BENCHMARKS],
         output:
-            markers=temp([f"results/scores/{_model}/{b}.generated" for b in BENCHMARKS]),
+            temp(answers_marker("{model}")),
         log:
-            f"logs/evaluate_generate/{_group}.log",
+            "logs/evaluate_generate/{model}.log",
         conda:
             "../envs/vllm.yaml"
         threads: 2
         params:
+            outputs=answer_outputs,
             specs=list(BENCHMARKS.values()),
             generation=config["evaluate"]["generation"],
             seed=SEED,
@@ -59,24 +58,23 @@ for _group, _model in eval_groups().items():
 
 # With evaluate.judge as well, one GPU job per model loads the judge once for the answers of every
 # benchmark (after that model's answers are in the journals).
-for _group, _model in judge_groups().items():
+if EVAL_JUDGED:
 
-    rule:
-        name:
-            f"evaluate_judge_{_group}"
+    rule evaluate_judge:
         input:
-            model=f"models/{_model}",
+            model=eval_model_dir,
             benches=[f"data/bench/{b}.parquet" for b in BENCHMARKS],
             judge=workflow_models(config["evaluate"]["judge"]),
-            after=[f"results/scores/{_model}/{b}.generated" for b in BENCHMARKS],
+            after=answers_marker("{model}"),
         output:
-            markers=temp([f"results/scores/{_model}/{b}.judged" for b in BENCHMARKS]),
+            temp(answers_marker("{model}", judged=True)),
         log:
-            f"logs/evaluate_judge/{_group}.log",
+            "logs/evaluate_judge/{model}.log",
         conda:
             "../envs/vllm.yaml"
         threads: 2
         params:
+            outputs=answer_outputs,
             specs=list(BENCHMARKS.values()),
             generation=config["evaluate"]["generation"],
             judge=config["evaluate"]["judge"],

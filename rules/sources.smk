@@ -40,42 +40,38 @@ if QUESTION_SOURCES:
             "../scripts/write_questions.py"
 
 
-# One rule per source: its shard count (from config) fixes its outputs, so the whole DAG is
-# known at parse time and each source is read once.
-for _source in SOURCES:
-
-    rule:
-        name:
-            f"standardise_{_source}"
-        input:
-            data=f"data/raw/{_source}/data.parquet",
-            images=f"data/raw/{_source}/images",
-            questions=question_paths(_source),
-        output:
-            shards=shard_paths("std", _source),
-            dropped=f"data/std/{_source}/dropped.parquet",
-            counts=f"data/std/{_source}/counts.json",
-        log:
-            f"logs/standardise/{_source}.log",
-        conda:
-            "../envs/data.yaml"
-        # worker processes decode and hash the images (a core each); the shards are the same bytes
-        # for any number, and a run with fewer cores gives the job fewer
-        threads: 32
-        resources:
-            mem_mb=lambda wildcards, threads: 4000 + 600 * threads,
-            cpus_per_task=lambda wildcards, threads: threads,
-        params:
-            spec=SOURCES[_source],
-            images=config["images"],
-            exclude=config["exclude"],
-        script:
-            "../scripts/standardise.py"
+# One job per source reads its download once and writes its shards (sources.<name>.shards of them,
+# data/std/<source>/<shard>.parquet) into one folder, which the shard jobs after it take as input.
+rule standardise:
+    input:
+        data="data/raw/{source}/data.parquet",
+        images="data/raw/{source}/images",
+        questions=lambda wildcards: question_paths(wildcards.source),
+    output:
+        shards=directory("data/std/{source}"),
+        dropped="data/std/{source}.dropped.parquet",
+        counts="data/std/{source}.counts.json",
+    log:
+        "logs/standardise/{source}.log",
+    conda:
+        "../envs/data.yaml"
+    # worker processes decode and hash the images (a core each); the shards are the same bytes
+    # for any number, and a run with fewer cores gives the job fewer
+    threads: 32
+    resources:
+        mem_mb=lambda wildcards, threads: 4000 + 600 * threads,
+        cpus_per_task=lambda wildcards, threads: threads,
+    params:
+        spec=source_spec,
+        images=config["images"],
+        exclude=config["exclude"],
+    script:
+        "../scripts/standardise.py"
 
 
 rule dedup:
     input:
-        records=all_shard_paths("std"),
+        std=expand("data/std/{source}", source=SOURCES),
         benchmarks=expand("data/bench/{bench}.parquet", bench=BENCHMARKS),
     output:
         drops="data/dedup/drops.parquet",
@@ -87,30 +83,31 @@ rule dedup:
     resources:
         mem_mb=16000,
     params:
+        records=all_shard_paths("std"),
         priority=list(SOURCES),
         dedup=config["dedup"],
     script:
         "../scripts/dedup.py"
 
 
-# With grouping.clean_rows, one GPU job per group of shards puts every cleaning and extraction
-# response into the shards' journals; each shard's clean job then loads no model. The markers are
-# temporary and carry no content, so regrouping reruns nothing.
-for _group, (_source, _shards) in GROUPS.get("clean", {}).items():
+# With grouping.clean_rows, one GPU job per group of shards (a source and its first shard) puts
+# every cleaning and extraction response into the shards' journals; each shard's clean job then
+# loads no model. The marker is temporary and carries no content, so regrouping reruns nothing.
+if grouped("clean"):
 
-    rule:
-        name:
-            f"clean_generate_{_group}"
+    rule clean_generate:
         input:
-            records=[f"data/std/{_source}/{s}.parquet" for s in _shards],
+            std="data/std/{source}",
             drops=rules.dedup.output.drops,
         output:
-            markers=temp(group_markers("clean", _source, _shards)),
+            temp(group_marker("clean", "{source}", "{first}")),
         log:
-            f"logs/clean_generate/{_group}.log",
+            "logs/clean_generate/{source}_{first}.log",
         conda:
             "../envs/vllm.yaml"
         params:
+            records=group_inputs("clean", "data/std/{source}/{shard}.parquet"),
+            outputs=group_outputs("clean"),
             clean=config["models"].get("clean"),
             extract=config["models"].get("extract"),
             seed=SEED,
@@ -120,7 +117,7 @@ for _group, (_source, _shards) in GROUPS.get("clean", {}).items():
 
 rule clean:
     input:
-        records="data/std/{source}/{shard}.parquet",
+        std="data/std/{source}",
         drops=rules.dedup.output.drops,
         after=generated("clean"),
     output:
@@ -131,6 +128,7 @@ rule clean:
     conda:
         "../envs/vllm.yaml"
     params:
+        records="data/std/{source}/{shard}.parquet",
         clean=config["models"].get("clean"),
         extract=config["models"].get("extract"),
         seed=SEED,

@@ -1,24 +1,25 @@
 # With grouping.judge_rows, one GPU job per group of shards asks the judge about every trace the
 # rule checks call wrong, with one load of the judge; each shard's verify job then loads none.
-for _group, (_source, _shards) in GROUPS.get("judge", {}).items():
+if grouped("judge"):
 
-    rule:
-        name:
-            f"judge_generate_{_group}"
+    rule judge_generate:
         input:
-            records=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
-            traces=[f"data/{TRACE_STAGE}/{_source}/{s}.parquet" for s in _shards],
+            records=group_inputs("judge", "data/clean/{source}/{shard}.parquet"),
+            traces=group_inputs(
+                "judge", f"data/{TRACE_STAGE}/{{source}}/{{shard}}.parquet"
+            ),
         output:
-            markers=temp(group_markers("judge", _source, _shards)),
+            temp(group_marker("judge", "{source}", "{first}")),
         log:
-            f"logs/judge_generate/{_group}.log",
+            "logs/judge_generate/{source}_{first}.log",
         conda:
             "../envs/vllm.yaml"
         params:
+            outputs=group_outputs("judge"),
             checks=config["verify"],
             judge=config["models"].get("judge"),
             seed=SEED,
-            check_answer=SOURCES[_source]["check_answer"],
+            check_answer=lambda wildcards: SOURCES[wildcards.source]["check_answer"],
         script:
             "../scripts/judge_generate.py"
 

@@ -1,7 +1,7 @@
-from mmfr.snake import marker_journals, step, write_markers
+from mmfr.snake import group_journals, step, write_markers
 from mmfr.verify import judge_group
 
 with step(snakemake) as s:
-    counts = judge_group(list(s.input.records), list(s.input.traces), marker_journals(s.output.markers),
+    counts = judge_group(list(s.input.records), list(s.input.traces), group_journals(s.params.outputs),
                          s.params.checks, s.params.judge, s.params.seed, s.params.check_answer)
-    write_markers(s.output.markers, counts)
+    write_markers(s.output, counts)

@@ -8,8 +8,8 @@ One workdir tells one story, in the order a user may meet it (about 6 minutes on
    down; a plain scancel would let the job's own Snakemake remove the half-written output); its
    jobs are cancelled (`scancel --name <SLURM run ID>`) and the lock removed (`--unlock`);
 2. the rerun does only what is left, redoes the half-written output (`--rerun-incomplete`, from the
-   profile), and meets a fault: its cleaning jobs (`clean_generate_<group>`, which load the cleaning
-   model for a group of shards) fail on SLURM (their model is not where the config says); it stops
+   profile), and meets a fault: its cleaning jobs (rule `clean_generate`, a job per group of shards,
+   which loads the cleaning model) fail on SLURM (their model is not where the config says); it stops
    with a non-zero status naming the rule, the log, the SLURM job and its state, after finishing
    every job that does not depend on cleaning (keep-going);
 3. with the fault removed, the rerun starts where that one stopped, and gets SIGTERM while jobs are
@@ -331,7 +331,7 @@ def test_a_failed_slurm_job_names_rule_log_job_and_state(story):
     assert story["failed_rc"] != 0, run.explain()
     errors = re.findall(r"^Error in rule (\S+):\n((?:    .*\n)+)", out, re.M)
     groups = {rule for rule, _ in errors}
-    assert len(groups) == 3 and all(g.startswith("clean_generate_synth_") for g in groups), run.explain()
+    assert len(errors) == 3 and groups == {"clean_generate"}, run.explain()  # the three groups' jobs
     block = errors[0][1]
     m = re.search(r"SLURM-job '(\d+)' failed, SLURM status is: '(\w+)'", block)
     assert m and m[2] == "FAILED", block
@@ -354,7 +354,7 @@ def test_each_rerun_does_exactly_what_the_previous_run_left(story):
     assert termed.planned() == failed.planned() - failed.finished()
     assert final.planned() == termed.planned() - termed.finished()
     assert termed.planned()["clean"] == 4 and "base_model" not in termed.planned()
-    assert sum(n for rule, n in termed.planned().items() if rule.startswith("clean_generate_")) == 3
+    assert termed.planned()["clean_generate"] == 3
 
 
 def test_sigterm_waits_for_the_jobs_in_flight_and_leaves_a_clean_state(story):
@@ -408,8 +408,8 @@ def test_provenance_names_the_slurm_job_and_the_fake_gpu(story):
             generated_by[rec["artifact"]] = rec["generated_by"][0]
     assert len([a for a in records if a.startswith("data/")]) > 40
     assert all(h["slurm_job_id"] in submitted for h in records.values()), records
-    # every evaluation: the model's answers from a GPU job (evaluate_generate_*), scored on a CPU
-    assert len(generated_by) >= 3 and all(g["rule"].startswith("evaluate_generate_") for g in generated_by.values())
+    # every evaluation: the model's answers from a GPU job (evaluate_generate), scored on a CPU
+    assert len(generated_by) >= 3 and all(g["rule"] == "evaluate_generate" for g in generated_by.values())
     gpu = {a: h for a, h in records.items() if a.startswith(GPU_ARTIFACTS)}
     gpu.update({f"{a} (answers)": g["hardware"] for a, g in generated_by.items()})
     assert len(gpu) >= 8 and all(h["cuda_visible_devices"] not in (None, "") for h in gpu.values()), gpu

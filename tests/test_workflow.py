@@ -32,19 +32,16 @@ def test_full_recipe_dry_run_lists_the_whole_dag_without_torch(tmp_path):
     counts = job_counts(proc.stdout)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     n_shards = sum(s["shards"] for s in config["sources"])
-    for source in config["sources"]:
-        assert counts[f"standardise_{source['name']}"] == 1
+    assert counts["standardise"] == len(config["sources"])
     assert counts["download_source"] == len(config["sources"])
     assert counts["dedup"] == 1
     for rule in ("clean", "caption", "trace", "verify", "pass_rate"):
         assert counts[rule] == n_shards, rule
     assert counts["evaluate"] == 3 * len(config["benchmarks"])  # base, SFT, GSPO
-    # grouping.evaluate: one GPU job per model answers every benchmark
-    assert {rule for rule in counts if rule.startswith("evaluate_generate_")} == {
-        "evaluate_generate_base_8b", "evaluate_generate_mfr123k_8b_sft", "evaluate_generate_mfr123k_8b_gspo"}
+    # grouping.evaluate: one GPU job per model (base, SFT, GSPO) answers every benchmark
+    assert counts["evaluate_generate"] == 3
     # and with evaluate.judge, one GPU job per model judges the answers every benchmark's rules call wrong
-    assert {rule for rule in counts if rule.startswith("evaluate_judge_")} == {
-        "evaluate_judge_base_8b", "evaluate_judge_mfr123k_8b_sft", "evaluate_judge_mfr123k_8b_gspo"}
+    assert counts["evaluate_judge"] == 3
     assert counts["download_benchmark"] == len(config["benchmarks"])
     assert counts["subset"] == 2  # mfr123k and the RL hold-out
     assert counts["sft"] == counts["gspo"] == counts["base_model"] == 1
@@ -152,10 +149,10 @@ def test_changing_a_subset_threshold_reruns_only_what_depends_on_it(demo_run, tm
     proc = snakemake(demo_run, "-n", "all", configs=("recipes/demo.yaml", "tests/tiny.yaml", str(overlay)))
     counts = job_counts(proc.stdout)
     counts.pop("total")
-    answers = {rule: counts.pop(rule) for rule in list(counts) if rule.startswith("evaluate_generate_")}
     assert counts == {"subset": 1, "sft": 1, "gspo": 1, "evaluate": 2, "score_table": 1, "summary": 1,
-                      "report_figures": 1, "all": 1}
-    assert answers == {"evaluate_generate_mfr586k_tiny_gspo": 1, "evaluate_generate_mfr586k_tiny_sft": 1}
+                      "report_figures": 1, "all": 1, "evaluate_generate": 2}  # the new SFT and GSPO models
+    models = re.findall(r"rule evaluate_generate:\n(?:    .*\n)*?    wildcards: model=(\S+)", proc.stdout)
+    assert sorted(models) == ["mfr586k/tiny/gspo", "mfr586k/tiny/sft"]
 
 
 def test_changing_a_shard_count_regenerates_nothing(demo_run, tmp_path):
@@ -263,21 +260,31 @@ def test_audit_names_the_artifact_whose_params_the_config_changes(demo_run, tmp_
     assert [line.split()[:2] for line in proc.stdout.splitlines()[1:]] == [["params", "data/subsets/mfr586k"]]
 
 
+def dry_run_jobs(workdir, *configs: str) -> list[tuple[str, str, str]]:
+    """(rule, wildcards, resources) of every job in a dry run of mfr123k_8b_scores with profiles/slurm."""
+    proc = snakemake(workdir, "-n", "mfr123k_8b_scores", "--profile", str(REPO / "profiles/slurm"), configs=configs)
+    jobs = []
+    for block in proc.stdout.split("\nrule ")[1:]:
+        fields = {k: re.search(rf"^    {k}: (.*)", block, re.M) for k in ("wildcards", "resources")}
+        jobs.append((block.split(":")[0].strip(), *(m.group(1) if m else "" for m in fields.values())))
+    return jobs
+
+
 def dry_run_resources(workdir, *configs: str) -> dict[str, str]:
     """Rule -> the resources of its first job in a dry run of mfr123k_8b_scores with profiles/slurm."""
-    proc = snakemake(workdir, "-n", "mfr123k_8b_scores", "--profile", str(REPO / "profiles/slurm"), configs=configs)
     jobs = {}
-    for block in proc.stdout.split("\nrule ")[1:]:
-        name = block.split(":")[0].strip()
-        resources = re.search(r"resources: (.*)", block)
-        jobs.setdefault(name, resources.group(1) if resources else "")
+    for name, _, resources in dry_run_jobs(workdir, *configs):
+        jobs.setdefault(name, resources)
     return jobs
 
 
 def test_cluster_resources_follow_the_recipe_and_the_site_overlay(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("cluster: {partition: cpu, gpu_partition: gpu, account: lab, gpu_model: h100}\n")
-    jobs = dry_run_resources(tmp_path / "wd", str(site))
+    every = dry_run_jobs(tmp_path / "wd", str(site))
+    jobs = {}
+    for name, _, resources in every:
+        jobs.setdefault(name, resources)
     assert "gpu=8," in jobs["trace"] and "slurm_partition=gpu" in jobs["trace"] and "gpu_model=h100" in jobs["trace"]
     assert "runtime=2880" in jobs["trace"] and "gpu=1," in jobs["pass_rate"]
     assert "gpu=" not in jobs["dedup"] and "slurm_partition=cpu" in jobs["dedup"] and "slurm_account=lab" in jobs["dedup"]
@@ -285,21 +292,22 @@ def test_cluster_resources_follow_the_recipe_and_the_site_overlay(tmp_path):
     # <stage>_generate resources), then a CPU job per shard that reads the journals
     for stage, shard_rule, gpus, n in [("clean", "clean", 2, 19), ("caption", "caption", 8, 43),
                                        ("judge", "verify", 2, 43)]:
-        groups = [name for name in jobs if name.startswith(f"{stage}_generate_mmr1_")]
+        groups = [(w, r) for name, w, r in every if name == f"{stage}_generate" and w.startswith("source=mmr1,")]
         # 127 shards of ~12,600 rows: 7 to a job of 100,000 rows (clean), 3 to one of 50,000
         assert len(groups) == n, stage
-        assert all(f"gpu={gpus}," in jobs[g] and "runtime=720" in jobs[g] and "slurm_partition=gpu" in jobs[g]
-                   for g in groups), stage
+        assert all(f"gpu={gpus}," in r and "runtime=720" in r and "slurm_partition=gpu" in r for _, r in groups), stage
+        step = 7 if stage == "clean" else 3
+        assert sorted(w for w, _ in groups) == [f"source=mmr1, first={i:05d}" for i in range(0, 127, step)], stage
         assert "gpu=" not in jobs[shard_rule] and "slurm_partition=cpu" in jobs[shard_rule], shard_rule
         assert "runtime=60" in jobs[shard_rule] or "runtime=120" in jobs[shard_rule], shard_rule
-    answers = [name for name in jobs if name.startswith("evaluate_generate_")]
-    assert len(answers) == 3 and all("gpu=1," in jobs[a] and "runtime=720" in jobs[a] for a in answers)
+    answers = [r for name, _, r in every if name == "evaluate_generate"]
+    assert len(answers) == 3 and all("gpu=1," in r and "runtime=720" in r for r in answers)
     assert "gpu=" not in jobs["evaluate"] and "runtime=60" in jobs["evaluate"]
     # not grouped: the shard job runs the model itself, sized as the group job would be
     ungrouped = tmp_path / "ungrouped.yaml"
     ungrouped.write_text("grouping: {clean_rows: null, caption_rows: null, judge_rows: null, evaluate: false}\n")
     jobs = dry_run_resources(tmp_path / "wd", str(site), str(ungrouped))
-    assert not [name for name in jobs if "_generate_" in name]
+    assert not [name for name in jobs if name.endswith("_generate")]
     for shard_rule, gpus, mem in [("clean", 2, 128000), ("caption", 8, 512000), ("verify", 2, 128000),
                                   ("evaluate", 1, 64000)]:
         assert f"gpu={gpus}," in jobs[shard_rule] and f"mem_mb={mem}," in jobs[shard_rule], jobs[shard_rule]
@@ -342,8 +350,8 @@ def test_lgt_demo_writes_questions_from_dense_captions(lgt_run):
     prov = json.loads((tmp_path / "provenance/data/raw/synth_captioned/questions/00001.parquet.json").read_text())
     assert prov["rule"] == "write_questions" and prov["wildcards"] == {"source": "synth_captioned", "part": "00001"}
     assert prov["journals"] and "mmfr-scripted-question-writer" in json.dumps(prov["params"])
-    counts = json.loads((tmp_path / "data/std/synth_captioned/counts.json").read_text())
-    dropped = pq.read_table(tmp_path / "data/std/synth_captioned/dropped.parquet").to_pylist()
+    counts = json.loads((tmp_path / "data/std/synth_captioned.counts.json").read_text())
+    dropped = pq.read_table(tmp_path / "data/std/synth_captioned.dropped.parquet").to_pylist()
     assert counts["raw"] == counts["kept"] + len(dropped) and counts["kept"] > 20
     std = pq.read_table(tmp_path / "data/std/synth_captioned/00000.parquet").to_pylist()
     kinds = Counter(json.loads(r["metadata"])["lgt_kind"] for r in std)
