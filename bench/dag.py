@@ -11,8 +11,9 @@ counts and the CPU seconds (user + system, the least of ``--repeat`` runs) of ea
 what our rules, input functions and config checks add to Snakemake's own cost; and the parse
 every cluster job does (``--mode remote -l``), ours against a bare Snakefile's. Also prints
 the CPU of ``snakemake --version`` (interpreter and plugin start-up, paid by every job on a cluster).
-This VM's CPU seconds vary by up to a third from run to run: run it twice. A bench script,
-not a test.
+This VM's CPU seconds vary by up to a third from run to run: run it twice. ``--calls`` also
+counts the Python function calls of one dry run of each (cProfile), a figure the machine's load does
+not move. A bench script, not a test.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +48,15 @@ def jobs_of(output: str) -> int:
     if not found:
         raise SystemExit(f"no job count in the dry run's output:\n{output[-2000:]}")
     return int(found[-1])
+
+
+def calls_of(cmd: list[str], cwd: str, profile: Path) -> int:
+    """Python function calls of one run of the snakemake command ``cmd`` (under cProfile)."""
+    import pstats
+
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), *cmd], cwd=cwd, capture_output=True,
+                   check=True)
+    return pstats.Stats(str(profile)).total_calls
 
 
 def best(cmd: list[str], cwd: str, repeat: int) -> tuple[float, str]:
@@ -75,6 +86,7 @@ def main() -> None:
     ap.add_argument("--configfile", default="config.yaml")
     ap.add_argument("--scale", default="1,8", help="factors on every source's shards, comma separated")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--calls", action="store_true", help="also count Python calls (cProfile) of ours and bare")
     args = ap.parse_args()
     config = yaml.safe_load((ROOT / args.configfile).read_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,6 +127,14 @@ def main() -> None:
             print(f"{k:>5} {jobs:>6} {rules:>6} {ours:>8.2f} {bare:>8.2f} {ours / bare:>9.2f} {ours - start:>12.2f} "
                   f"{bare - start:>12.2f} {(ours - start) / (bare - start):>6.2f} {wide:>22.2f} {ours / wide:>8.2f}",
                   flush=True)
+            if args.calls:
+                shutil.rmtree(work / ".snakemake", ignore_errors=True)
+                ours_calls = calls_of([SNAKEMAKE, "-n", args.target, "-s", str(ROOT / "Snakefile"), "-d", str(work),
+                                       "--configfile", str(ROOT / args.configfile), str(overlay)], str(ROOT),
+                                      Path(tmp) / "ours.prof")
+                bare_calls = calls_of([SNAKEMAKE, "-n", "-c1"], str(bare_dir), Path(tmp) / "bare.prof")
+                print(f"      Python calls: ours {ours_calls / 1e6:.2f}M, bare {bare_calls / 1e6:.2f}M, "
+                      f"ours/bare {ours_calls / bare_calls:.2f}", flush=True)
 
 
 if __name__ == "__main__":

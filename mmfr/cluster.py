@@ -1,6 +1,6 @@
 """Cluster resources, as policy over the config: the GPUs each rule asks for follow the recipe (a
-model's ``tensor_parallel_size``, ``train.gpus``), and which profile entry sizes a rule whose job
-changes with grouping (a per-shard job that loads the model itself when its stage is not grouped).
+model's ``tensor_parallel_size``, ``train.gpus``), and which profile entry sizes a rule whose
+name the profile cannot know (one rule per group of shards) or whose job changes with grouping.
 
 Where jobs go (partition, account, GPU model) is the user's ``cluster:`` overlay; runtimes and
 memory are in the profile (``profiles/slurm``). ``rules/common.smk`` applies the result.
@@ -8,7 +8,11 @@ memory are in the profile (``profiles/slurm``). ``rules/common.smk`` applies the
 
 from __future__ import annotations
 
-from mmfr.config import GROUPED_STAGES, is_grouped
+from mmfr.config import GROUPED_STAGES, SHARD_STAGES, is_grouped
+
+# Rules made in a loop (one per group of a source's shards) take the resources the profile gives
+# their family
+FAMILIES = tuple(f"{stage}_generate" for stage in SHARD_STAGES)
 
 
 def model_gpus(config: dict, *roles: str) -> int:
@@ -20,7 +24,7 @@ def model_gpus(config: dict, *roles: str) -> int:
 
 
 def rule_gpus(config: dict) -> dict[str, int]:
-    """GPUs per rule. A grouped stage's per-shard jobs read the
+    """GPUs per rule (per family, for looped rules). A grouped stage's per-shard jobs read the
     journals and need none; ungrouped, they run the model themselves."""
     generation = config["evaluate"]["generation"]
     generated = {stage: model_gpus(config, *spec.roles) for stage, spec in GROUPED_STAGES.items() if spec.roles}
@@ -39,20 +43,25 @@ def rule_gpus(config: dict) -> dict[str, int]:
             "base_model": 0}
 
 
+def family(rule_name: str) -> str:
+    return next((f for f in FAMILIES if rule_name.startswith(f + "_")), rule_name)
+
+
 def sized_as(config: dict, rule_name: str) -> str:
-    """Whose profile resources a rule takes: its own; but a per-shard rule that runs the model itself
-    (its stage not grouped) those of its stage's group job, which the profile sizes for the model."""
+    """Whose profile resources a rule takes: a looped rule its family's; a per-shard rule that runs
+    the model itself (its stage not grouped) those of its stage's group job, which the profile sizes
+    for the model."""
     stage = next((s for s, spec in GROUPED_STAGES.items() if spec.shard_rule == rule_name), None)
     if stage and not is_grouped(config, stage) and rule_gpus(config)[rule_name]:
         return f"{stage}_generate"
-    return rule_name
+    return family(rule_name)
 
 
 def placement(config: dict, rule_name: str, gpus: dict[str, int]) -> dict:
     """The resources a rule gets from the recipe and the site: gpu, slurm_partition, slurm_account,
     gpu_model (a rule's own settings win over these)."""
     cluster = config.get("cluster") or {}
-    n = gpus.get(rule_name, 0)
+    n = gpus.get(family(rule_name), 0)
     out = {"gpu": n} if n else {}
     if partition := (n and cluster.get("gpu_partition")) or cluster.get("partition"):
         out["slurm_partition"] = partition

@@ -31,20 +31,22 @@ if RELEASE:
 
 # With grouping.caption_rows, one GPU job per group of shards captions them all with one load
 # of the teacher; each shard's caption job then finds its captions in the journal.
-if grouped("caption"):
+for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
 
-    rule caption_generate:
+    rule:
+        name:
+            f"caption_generate_{_group}"
         input:
-            shards=group_inputs("caption", "data/clean/{source}/{shard}.parquet"),
+            shards=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
             release=release_index("caption"),
         output:
-            temp(group_marker("caption", "{source}", "{first}")),
+            markers=temp(group_markers("caption", _source, _shards)),
         log:
-            "logs/caption_generate/{source}_{first}.log",
+            f"logs/caption_generate/{_group}.log",
         conda:
             "../envs/vllm.yaml"
         params:
-            outputs=group_outputs("caption"),
+            outputs=group_outputs("caption", _source, _shards),
             model=teacher("caption"),
             seed=SEED,
         script:

@@ -59,7 +59,6 @@ def _names(names):
 wildcard_constraints:
     source=_names(SOURCES),
     shard=r"\d{5}",
-    first=r"\d{5}",
     bench=_names(BENCHMARKS),
     subset=_names([*SUBSETS, RL["name"]]),
     size=_names(STUDENTS),
@@ -181,42 +180,19 @@ def verify_traces(wildcards):
     return f"data/{TRACE_STAGE}/{wildcards.source}/{wildcards.shard}.parquet"
 
 
-# The group a shard is in, per grouped stage: {stage: {(source, shard): first shard of its group}}.
-# A group job is one job of the stage's one rule (<stage>_generate), its wildcards the source and
-# the group's first shard; it leaves one temporary marker, which the group's shard jobs take as an
-# order-only input (`after`). The marker carries no content, so regrouping reruns nothing.
-GROUP_FIRST = {
-    stage: {
-        (source, s): shards_[0] for source, shards_ in groups.values() for s in shards_
-    }
-    for stage, groups in GROUPS.items()
-}
-
-
-def group_marker(stage, source, first):
-    return f"{GROUPED_STAGES[stage].outputs}/{source}/group_{first}.generated"
-
-
-def group_shards(stage, wildcards):
-    """The shards of the group a group job's wildcards name."""
-    return GROUPS[stage][f"{wildcards.source}_{wildcards.first}"][1]
-
-
-def group_inputs(stage, pattern):
-    """Input function of a group job: ``pattern`` for each shard of its group."""
-    return lambda wildcards: [
-        pattern.format(source=wildcards.source, shard=s)
-        for s in group_shards(stage, wildcards)
-    ]
-
-
-def group_outputs(stage):
-    """Params of a group job: the per-shard outputs whose journals it fills."""
+# A group job (<stage>_generate_<source>_<first shard>) leaves a temporary marker per shard of its
+# group, named by the shard alone: the shard job takes its own as an order-only input (`after`), so
+# its set of inputs is the same however the shards are grouped, and regrouping reruns nothing.
+def group_markers(stage, source, shards):
+    """The markers a group job leaves beside its shards' outputs, one per shard."""
     folder = GROUPED_STAGES[stage].outputs
-    return lambda wildcards: [
-        f"{folder}/{wildcards.source}/{s}.parquet"
-        for s in group_shards(stage, wildcards)
-    ]
+    return [f"{folder}/{source}/{s}.generated" for s in shards]
+
+
+def group_outputs(stage, source, shards):
+    """The per-shard outputs whose journals a group job fills."""
+    folder = GROUPED_STAGES[stage].outputs
+    return [f"{folder}/{source}/{s}.parquet" for s in shards]
 
 
 def generated(stage):
@@ -226,8 +202,7 @@ def generated(stage):
     def marker(wildcards):
         if not grouped(stage):
             return []
-        first = GROUP_FIRST[stage][(wildcards.source, wildcards.shard)]
-        return [group_marker(stage, wildcards.source, first)]
+        return group_markers(stage, wildcards.source, [wildcards.shard])
 
     return marker
 
@@ -438,8 +413,8 @@ def summary_inputs(wildcards):
 # runtimes and memory are the profile's); here it is applied to the rules.
 def apply_cluster(rules):
     """Set gpu, partition, account and GPU model on every rule (what the rule itself sets wins),
-    and give a per-shard rule that loads the model itself the set-resources of its stage's group
-    job (clean_generate, ...)."""
+    and give each looped rule the set-resources its profile gives its family (`clean_generate`, ...),
+    and a per-shard rule that loads the model itself those of its stage's group job."""
     gpus = cluster.rule_gpus(config)
     # the profile's set-resources (Snakemake applies them by exact rule name only)
     overrides = workflow.resource_settings.overwrite_resources

@@ -90,24 +90,28 @@ rule dedup:
         "../scripts/dedup.py"
 
 
-# With grouping.clean_rows, one GPU job per group of shards (a source and its first shard) puts
-# every cleaning and extraction response into the shards' journals; each shard's clean job then
-# loads no model. The marker is temporary and carries no content, so regrouping reruns nothing.
-if grouped("clean"):
+# With grouping.clean_rows, one GPU job per group of shards puts every cleaning and extraction
+# response into the shards' journals; each shard's clean job then loads no model. The markers are
+# temporary and carry no content, so regrouping reruns nothing. A rule per group: a shard job's
+# marker is its own (named by its shard, whatever its group), so the group job's outputs are as
+# many as its shards, and a rule's outputs cannot vary in number with a wildcard.
+for _group, (_source, _shards) in GROUPS.get("clean", {}).items():
 
-    rule clean_generate:
+    rule:
+        name:
+            f"clean_generate_{_group}"
         input:
-            std="data/std/{source}",
+            std=f"data/std/{_source}",
             drops=rules.dedup.output.drops,
         output:
-            temp(group_marker("clean", "{source}", "{first}")),
+            markers=temp(group_markers("clean", _source, _shards)),
         log:
-            "logs/clean_generate/{source}_{first}.log",
+            f"logs/clean_generate/{_group}.log",
         conda:
             "../envs/vllm.yaml"
         params:
-            records=group_inputs("clean", "data/std/{source}/{shard}.parquet"),
-            outputs=group_outputs("clean"),
+            records=[f"data/std/{_source}/{s}.parquet" for s in _shards],
+            outputs=group_outputs("clean", _source, _shards),
             clean=config["models"].get("clean"),
             extract=config["models"].get("extract"),
             seed=SEED,

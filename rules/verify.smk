@@ -1,25 +1,25 @@
 # With grouping.judge_rows, one GPU job per group of shards asks the judge about every trace the
 # rule checks call wrong, with one load of the judge; each shard's verify job then loads none.
-if grouped("judge"):
+for _group, (_source, _shards) in GROUPS.get("judge", {}).items():
 
-    rule judge_generate:
+    rule:
+        name:
+            f"judge_generate_{_group}"
         input:
-            records=group_inputs("judge", "data/clean/{source}/{shard}.parquet"),
-            traces=group_inputs(
-                "judge", f"data/{TRACE_STAGE}/{{source}}/{{shard}}.parquet"
-            ),
+            records=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
+            traces=[f"data/{TRACE_STAGE}/{_source}/{s}.parquet" for s in _shards],
         output:
-            temp(group_marker("judge", "{source}", "{first}")),
+            markers=temp(group_markers("judge", _source, _shards)),
         log:
-            "logs/judge_generate/{source}_{first}.log",
+            f"logs/judge_generate/{_group}.log",
         conda:
             "../envs/vllm.yaml"
         params:
-            outputs=group_outputs("judge"),
+            outputs=group_outputs("judge", _source, _shards),
             checks=config["verify"],
             judge=config["models"].get("judge"),
             seed=SEED,
-            check_answer=lambda wildcards: SOURCES[wildcards.source]["check_answer"],
+            check_answer=SOURCES[_source]["check_answer"],
         script:
             "../scripts/judge_generate.py"
 
