@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
+import os
 import sys
 import time
 
@@ -94,6 +95,21 @@ def group_journals(outputs) -> list[str]:
     """The journals a group job fills: those of the per-shard (per-benchmark) outputs it generates
     for, which their own jobs then read."""
     return [journal_of(str(o)) for o in outputs]
+
+
+def of_markers(paths, markers) -> list[str]:
+    """Of a source's shard files, those of a group job's shards (one per marker, in its order). A
+    group job takes every shard of its source as input, so that its inputs, like its params, are the
+    same however the shards are grouped: otherwise regrouping would rerun it and all after it."""
+    by_shard = {os.path.basename(str(p)).removesuffix(".parquet"): str(p) for p in paths}
+    return [by_shard[os.path.basename(str(m)).removesuffix(".generated")] for m in markers]
+
+
+def marker_outputs(markers) -> list[str]:
+    """The per-shard outputs of a shard stage's group job, from its markers (one per shard, beside
+    the shard's output: ``data/captions/<source>/<shard>.generated``). Taken from the outputs, not
+    from params: a group job's params would change with the grouping, and regrouping would rerun."""
+    return [str(m).removesuffix(".generated") + ".parquet" for m in markers]
 
 
 def write_markers(markers, counts: dict) -> None:

@@ -37,7 +37,7 @@ for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
         name:
             f"caption_generate_{_group}"
         input:
-            shards=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
+            shards=shard_paths("clean", _source),  # all: inputs that do not change with the grouping
             release=release_index("caption"),
         output:
             markers=temp(group_markers("caption", _source, _shards)),
@@ -46,7 +46,6 @@ for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
         conda:
             "../envs/vllm.yaml"
         params:
-            outputs=group_outputs("caption", _source, _shards),
             model=teacher("caption"),
             seed=SEED,
         script:

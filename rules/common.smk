@@ -189,12 +189,6 @@ def group_markers(stage, source, shards):
     return [f"{folder}/{source}/{s}.generated" for s in shards]
 
 
-def group_outputs(stage, source, shards):
-    """The per-shard outputs whose journals a group job fills."""
-    folder = GROUPED_STAGES[stage].outputs
-    return [f"{folder}/{source}/{s}.parquet" for s in shards]
-
-
 def generated(stage):
     """Input function: the marker the shard's group job leaves once its responses are in the
     journals (nothing when the stage is not grouped)."""

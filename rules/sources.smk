@@ -110,8 +110,6 @@ for _group, (_source, _shards) in GROUPS.get("clean", {}).items():
         conda:
             "../envs/vllm.yaml"
         params:
-            records=[f"data/std/{_source}/{s}.parquet" for s in _shards],
-            outputs=group_outputs("clean", _source, _shards),
             clean=config["models"].get("clean"),
             extract=config["models"].get("extract"),
             seed=SEED,

@@ -6,8 +6,9 @@ for _group, (_source, _shards) in GROUPS.get("judge", {}).items():
         name:
             f"judge_generate_{_group}"
         input:
-            records=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
-            traces=[f"data/{TRACE_STAGE}/{_source}/{s}.parquet" for s in _shards],
+            # all the source's shards: inputs that do not change with the grouping
+            records=shard_paths("clean", _source),
+            traces=shard_paths(TRACE_STAGE, _source),
         output:
             markers=temp(group_markers("judge", _source, _shards)),
         log:
@@ -15,7 +16,6 @@ for _group, (_source, _shards) in GROUPS.get("judge", {}).items():
         conda:
             "../envs/vllm.yaml"
         params:
-            outputs=group_outputs("judge", _source, _shards),
             checks=config["verify"],
             judge=config["models"].get("judge"),
             seed=SEED,

@@ -1,6 +1,7 @@
 from mmfr.annotate import caption_group
-from mmfr.snake import group_journals, step, write_markers
+from mmfr.snake import group_journals, marker_outputs, of_markers, step, write_markers
 
 with step(snakemake) as s:
-    counts = caption_group(list(s.input.shards), group_journals(s.params.outputs), s.params.model, s.params.seed)
-    write_markers(s.output, counts)
+    journals = group_journals(marker_outputs(s.output.markers))
+    counts = caption_group(of_markers(s.input.shards, s.output.markers), journals, s.params.model, s.params.seed)
+    write_markers(s.output.markers, counts)
