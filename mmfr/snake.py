@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
-import os
 import sys
 import time
 
@@ -95,12 +94,6 @@ def group_journals(outputs) -> list[str]:
     """The journals a group job fills: those of the per-shard (per-benchmark) outputs it generates
     for, which their own jobs then read."""
     return [journal_of(str(o)) for o in outputs]
-
-
-def of_markers(paths, markers) -> list[str]:
-    """Of shard files, those of a group job's shards (one per marker, in the markers' order)."""
-    by_shard = {os.path.basename(str(p)).removesuffix(".parquet"): str(p) for p in paths}
-    return [by_shard[os.path.basename(str(m)).removesuffix(".generated")] for m in markers]
 
 
 def marker_outputs(markers) -> list[str]:
