@@ -38,6 +38,11 @@ include: "rules/evaluate.smk"
 include: "rules/summary.smk"
 
 
+# it only names a source's shards: not worth a cluster job
+localrules:
+    list_shards,
+
+
 # Each target takes every persistent artifact of its graph (common.smk), so a missing one is rebuilt.
 # The lists are input functions: thousands of paths each, built only for the target asked for (as
 # static lists, every parse of the workflow, every cluster job's included, would build them all).

@@ -6,7 +6,10 @@ the same number of jobs, paired.
 For each ``--scale`` k, every source's ``shards`` is multiplied by k (an overlay config), and the
 dry run of ``--target`` is timed in an empty working directory (every job needed). The bare
 Snakefile has one rule with a wildcard and an aggregate, giving the same job count; a second bare
-one spreads the same jobs over as many rules as ours has. Prints the job and rule
+one spreads the same jobs over as many rules as ours has; a third has our graph itself (rules, jobs,
+files, edges, temporary files, `script:`) and none of our Python (``same_graph_snakefile``), so
+ours/same graph is what our code adds and same graph/bare what the graph's shape costs Snakemake.
+Prints the job and rule
 counts and the CPU seconds (user + system, the least of ``--repeat`` runs) of each, and the ratios:
 what our rules, input functions and config checks add to Snakemake's own cost; and the parse
 every cluster job does (``--mode remote -l``), ours against a bare Snakefile's. Also prints
@@ -19,6 +22,7 @@ not move. A bench script, not a test.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -76,6 +80,55 @@ def bare_snakefile(path: Path, jobs: int, rules: int = 1) -> None:
     path.write_text(text)
 
 
+def dry_run_jobs(output: str) -> list[dict]:
+    """Every job of a dry run's printout: its rule, inputs, outputs and logs (a job per ``rule`` block)."""
+    jobs = []
+    for block in re.split(r"^\[[^\]]+\]\n", output, flags=re.M)[1:]:
+        head = re.match(r"(?:local)?rule (\S+):\n", block)
+        if not head:
+            continue
+        fields = dict(re.findall(r"^    (input|output|log): (.*)$", block, re.M))
+        jobs.append({"rule": head[1], **{k: fields[k].split(", ") if k in fields else [] for k in
+                                         ("input", "output", "log")}})
+    return jobs
+
+
+def same_graph_snakefile(folder: Path, output: str) -> int:
+    """A Snakefile with our dry run's graph and none of our Python: a rule per rule of ours, a job per
+    job, each with as many outputs, logs and input files, the same edges (file by file) and the same
+    temporary files, `script:` as ours; a job's inputs come from a table (one small input function).
+    What our dry run costs beyond it is our code: config checks, input functions, params."""
+    jobs = dry_run_jobs(output)
+    temp = set(re.findall(r"^Would remove temporary output (\S+)$", output, re.M))
+    index, producer, graph, rules = {}, {}, {}, {}
+    for job in jobs:
+        i = index[job["rule"]] = index.get(job["rule"], -1) + 1
+        for k, path in enumerate(job["output"]):
+            producer[path] = f"sk/{job['rule']}/{i}.o{k}"
+        rules.setdefault(job["rule"], job)
+    for job in jobs:
+        graph.setdefault(job["rule"], []).append([producer.get(p, f"given/{p}") for p in job["input"]])
+    for path in {p for job in jobs for p in job["input"]} - set(producer):
+        (folder / "given" / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "given" / path).touch()
+    (folder / "graph.json").write_text(json.dumps(graph))
+    (folder / "noop.py").write_text("")
+    text = "import json\n\nG = json.load(open('graph.json'))\n\n"
+    target = jobs[-1]["rule"]  # the target: an aggregate with no outputs, printed last
+    text += f"rule {target}:\n    input: G[{target!r}][0]\n\n"
+    for name, job in rules.items():
+        if name == target:
+            continue
+        outs = [f"'sk/{name}/{{i}}.o{k}'" for k in range(len(job["output"]))]
+        outs = [f"temp({o})" if path in temp else o for o, path in zip(outs, job["output"])]
+        text += (f"rule {name}:\n    input: lambda w: G[{name!r}][int(w.i)]\n"
+                 f"    output: {', '.join(outs)}\n"
+                 + "".join(f"    log: 'sk/logs/{name}/{{i}}.{k}.log'\n" for k in range(len(job["log"]))[:1])
+                 + "    wildcard_constraints: i=r'\\d+'\n    script: 'noop.py'\n\n")
+    (folder / "Snakefile").write_text(text)
+    return len(jobs)
+
+
 def rule_count(listing: str) -> int:
     return len([line for line in listing.splitlines() if re.fullmatch(r"[A-Za-z_][\w]*", line.strip())])
 
@@ -102,16 +155,17 @@ def main() -> None:
         print(f"a job's parse (--mode remote -l): ours {ours_job:.2f} s CPU, bare {bare_job:.2f} s, "
               f"ours/bare {ours_job / bare_job:.2f}")
         print(f"{'scale':>5} {'jobs':>6} {'rules':>6} {'ours s':>8} {'bare s':>8} {'ours/bare':>9} "
-              f"{'ours - start':>12} {'bare - start':>12} {'ratio':>6} {'bare, as many rules s':>22} {'ours/it':>8}")
+              f"{'ours - start':>12} {'bare - start':>12} {'ratio':>6} {'bare, as many rules s':>22} {'ours/it':>8} "
+              f"{'same graph s':>13} {'ours/it':>8}")
         for k in (int(x) for x in args.scale.split(",")):
             overlay = Path(tmp) / f"scale{k}.yaml"
             sources = [{**s, "shards": s.get("shards", 1) * k} for s in config["sources"]]
             overlay.write_text(yaml.safe_dump({"sources": sources}))
             work = Path(tmp) / f"ours{k}"
             work.mkdir()
-            ours, out = best([SNAKEMAKE, "-n", args.target, "-s", str(ROOT / "Snakefile"), "-d", str(work),
+            ours, ours_out = best([SNAKEMAKE, "-n", args.target, "-s", str(ROOT / "Snakefile"), "-d", str(work),
                               "--configfile", str(ROOT / args.configfile), str(overlay)], str(ROOT), args.repeat)
-            jobs = jobs_of(out)
+            jobs = jobs_of(ours_out)
             bare_dir = Path(tmp) / f"bare{k}"
             bare_dir.mkdir()
             bare_snakefile(bare_dir / "Snakefile", jobs)
@@ -124,17 +178,24 @@ def main() -> None:
             wide_dir.mkdir()
             bare_snakefile(wide_dir / "Snakefile", jobs, rules - 1)
             wide, out = best([SNAKEMAKE, "-n", "-c1"], str(wide_dir), args.repeat)
+            graph_dir = Path(tmp) / f"graph{k}"
+            graph_dir.mkdir()
+            assert same_graph_snakefile(graph_dir, ours_out) == jobs
+            graph, out = best([SNAKEMAKE, "-n", "-c1"], str(graph_dir), args.repeat)
+            assert jobs_of(out) == jobs, (jobs_of(out), jobs)
             print(f"{k:>5} {jobs:>6} {rules:>6} {ours:>8.2f} {bare:>8.2f} {ours / bare:>9.2f} {ours - start:>12.2f} "
-                  f"{bare - start:>12.2f} {(ours - start) / (bare - start):>6.2f} {wide:>22.2f} {ours / wide:>8.2f}",
-                  flush=True)
+                  f"{bare - start:>12.2f} {(ours - start) / (bare - start):>6.2f} {wide:>22.2f} {ours / wide:>8.2f} "
+                  f"{graph:>13.2f} {ours / graph:>8.2f}", flush=True)
             if args.calls:
                 shutil.rmtree(work / ".snakemake", ignore_errors=True)
                 ours_calls = calls_of([SNAKEMAKE, "-n", args.target, "-s", str(ROOT / "Snakefile"), "-d", str(work),
                                        "--configfile", str(ROOT / args.configfile), str(overlay)], str(ROOT),
                                       Path(tmp) / "ours.prof")
                 bare_calls = calls_of([SNAKEMAKE, "-n", "-c1"], str(bare_dir), Path(tmp) / "bare.prof")
+                graph_calls = calls_of([SNAKEMAKE, "-n", "-c1"], str(graph_dir), Path(tmp) / "graph.prof")
                 print(f"      Python calls: ours {ours_calls / 1e6:.2f}M, bare {bare_calls / 1e6:.2f}M, "
-                      f"ours/bare {ours_calls / bare_calls:.2f}", flush=True)
+                      f"ours/bare {ours_calls / bare_calls:.2f}, same graph {graph_calls / 1e6:.2f}M, "
+                      f"ours/same graph {ours_calls / graph_calls:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from mmfr import provenance
 
@@ -101,6 +103,35 @@ def marker_outputs(markers) -> list[str]:
     the shard's output: ``data/captions/<source>/<shard>.generated``). Taken from the outputs, not
     from params: a group job's params would change with the grouping, and regrouping would rerun."""
     return [str(m).removesuffix(".generated") + ".parquet" for m in markers]
+
+
+def write_shard_list(shards, output: str) -> None:
+    """List a source's shards of one stage in ``data/<stage>/<source>.shards.json``. A grouped
+    stage's group jobs take this one file as input, not their group's shards, so their set of inputs
+    is the same however the shards are grouped. It holds names only (no row counts): the rule takes
+    the shards `ancient`, so a rebuilt shard does not rebuild the list (see rules/sources.smk)."""
+    folder = shard_folder(output)
+    strays = [str(p) for p in shards if str(Path(p).parent) != folder]
+    if strays:
+        raise ValueError(f"{output} lists the shards of {folder}/, not {strays[:3]}")
+    names = [Path(p).name for p in map(str, shards)]
+    Path(output).write_text(json.dumps({"folder": folder, "shards": names}, indent=1) + "\n")
+
+
+def shard_folder(shard_list: str) -> str:
+    """data/clean/<source>.shards.json -> data/clean/<source>"""
+    return str(shard_list).removesuffix(".shards.json")
+
+
+def listed_shards(shard_list: str, outputs) -> list[str]:
+    """The shards of ``shard_list`` (a ``write_shard_list`` file) that a group job's per-shard
+    outputs stand for, by file name, in the outputs' order; a name it does not list is an error."""
+    listed = json.loads(Path(shard_list).read_text())["shards"]
+    names = [Path(str(o)).name for o in outputs]
+    missing = [n for n in names if n not in listed]
+    if missing:
+        raise ValueError(f"{shard_list} does not list {missing[:3]} ({len(missing)} shards of this group job)")
+    return [f"{shard_folder(shard_list)}/{n}" for n in names]
 
 
 def write_markers(markers, counts: dict) -> None:

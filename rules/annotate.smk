@@ -37,7 +37,7 @@ for _group, (_source, _shards) in GROUPS.get("caption", {}).items():
         name:
             f"caption_generate_{_group}"
         input:
-            shards=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
+            records=shard_list("clean", _source),
             release=release_index("caption"),
         output:
             markers=temp(group_markers("caption", _source, _shards)),

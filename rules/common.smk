@@ -88,6 +88,11 @@ def shard_paths(stage, source):
     return [f"data/{stage}/{source}/{shard}.parquet" for shard in shards(source)]
 
 
+def shard_list(stage, source):
+    """The list of a source's shards of a stage (rule list_shards) that its group jobs take."""
+    return f"data/{stage}/{source}.shards.json"
+
+
 def all_shard_paths(stage):
     return [p for source in SOURCES for p in shard_paths(stage, source)]
 
@@ -182,7 +187,9 @@ def verify_traces(wildcards):
 
 # A group job (<stage>_generate_<source>_<first shard>) leaves a temporary marker per shard of its
 # group, named by the shard alone: the shard job takes its own as an order-only input (`after`), so
-# its set of inputs is the same however the shards are grouped, and regrouping reruns nothing.
+# its set of inputs is the same however the shards are grouped. The group job's own inputs are the
+# source's (its std folder, or its list of shards: rule list_shards), not its group's, and it has
+# no params of its group: its shards are those of its markers. So regrouping reruns nothing.
 def group_markers(stage, source, shards):
     """The markers a group job leaves beside its shards' outputs, one per shard."""
     folder = GROUPED_STAGES[stage].outputs

@@ -136,3 +136,23 @@ rule clean:
         seed=SEED,
     script:
         "../scripts/clean.py"
+
+
+# A grouped stage's group jobs read their shards through this list of the source's shards of the
+# stage before: their set of inputs is then the same however the shards are grouped, so regrouping
+# reruns nothing. The shards are `ancient` here: a rebuilt shard does not rebuild the list, which
+# would rerun every group job of the source; it reruns its own shard job, and that one's group job.
+# (A group job of a source starts once all of its shards of the stage before are there.)
+rule list_shards:
+    input:
+        shards=lambda wildcards: ancient(shard_paths(wildcards.stage, wildcards.source)),
+    output:
+        "data/{stage}/{source}.shards.json",
+    log:
+        "logs/list_shards/{stage}/{source}.log",
+    wildcard_constraints:
+        stage="clean|traces|expanded",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/list_shards.py"

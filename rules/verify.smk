@@ -6,8 +6,8 @@ for _group, (_source, _shards) in GROUPS.get("judge", {}).items():
         name:
             f"judge_generate_{_group}"
         input:
-            records=[f"data/clean/{_source}/{s}.parquet" for s in _shards],
-            traces=[f"data/{TRACE_STAGE}/{_source}/{s}.parquet" for s in _shards],
+            records=shard_list("clean", _source),
+            traces=shard_list(TRACE_STAGE, _source),
         output:
             markers=temp(group_markers("judge", _source, _shards)),
         log:

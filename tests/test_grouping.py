@@ -3,6 +3,8 @@ shards and journals every response; each shard's own job then loads nothing and 
 what it would have written alone."""
 
 import hashlib
+import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +20,7 @@ from mmfr.annotate import caption_group, caption_shard, trace_shard
 from mmfr.config import generation_groups
 from mmfr.generate import Response
 from mmfr.plan import load_config
+from mmfr.snake import listed_shards, marker_outputs, write_shard_list
 from mmfr.sources import ImagePolicy, to_canonical
 from mmfr.verify import judge_group, verify_shard
 
@@ -127,6 +130,20 @@ def test_a_judge_group_asks_once_per_wrong_answer_and_verify_reads_the_judgments
         assert verify(i, str(tmp_path / "alone" / f"{i}.jsonl"), f"a{i}.parquet") == verdicts[i]
         assert (tmp_path / f"g{i}.parquet").read_bytes() == (tmp_path / f"a{i}.parquet").read_bytes()
     assert len(loads.judge.asked) == 2 * counts["requests"]
+
+
+def test_a_group_job_finds_its_shards_through_the_source_list_in_the_order_of_its_markers(tmp_path):
+    folder = tmp_path / "data/clean/src"
+    folder.mkdir(parents=True)
+    listing = f"{folder}.shards.json"
+    write_shard_list([f"{folder}/{i:05d}.parquet" for i in range(4)], listing)
+    assert json.loads(Path(listing).read_text())["shards"] == [f"{i:05d}.parquet" for i in range(4)]
+    markers = [f"{tmp_path}/data/captions/src/{s}.generated" for s in ("00003", "00001")]
+    assert listed_shards(listing, marker_outputs(markers)) == [f"{folder}/00003.parquet", f"{folder}/00001.parquet"]
+    with pytest.raises(ValueError, match=r"src.shards.json does not list \['00007.parquet'\]"):
+        listed_shards(listing, [f"{tmp_path}/data/captions/src/00007.parquet"])
+    with pytest.raises(ValueError, match="lists the shards of"):  # one source's shards only
+        write_shard_list([f"{folder}/00000.parquet", f"{tmp_path}/data/clean/other/00000.parquet"], listing)
 
 
 def test_stages_are_grouped_only_with_rows_per_job_and_a_model():

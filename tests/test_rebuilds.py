@@ -68,16 +68,23 @@ def test_the_same_config_in_another_key_order_plans_nothing(demo_run, tmp_path):
     assert planned(again) == {}
 
 
-def test_regrouping_the_cleaning_jobs_plans_nothing(demo_run, tmp_path):
-    """The group jobs' markers are temporary, carry no content and are named by the shard alone,
-    and a cleaning group job reads its source's std folder and nothing of its group in params:
-    packing the shards into cleaning jobs of another size finds every output of the build current.
-    (Not yet for captions and judgments: their group jobs' inputs are their group's shards, and
-    Snakemake's input trigger reruns them, and what follows, when those change. Turning grouping
-    off changes the shard jobs' inputs, the marker gone, and so reruns them.)"""
+def test_regrouping_plans_nothing_and_a_rebuilt_shard_reruns_its_own_group_alone(demo_run, tmp_path):
+    """The group jobs' markers are temporary, carry no content and are named by the shard alone; a
+    group job's inputs are its source's (the std folder; the list of the source's clean shards), and
+    its shards are those of its markers: packing the shards into jobs of another size finds every
+    output of the build current. A clean shard rebuilt afterwards reruns its own caption job and that
+    one's group job, not the other groups of its source (the list takes its shards `ancient`)."""
     overlay = tmp_path / "grouping.yaml"
-    overlay.write_text("grouping: {clean_rows: 1}\n")
-    assert planned(snakemake(demo_run, "-n", "all", configs=("recipes/demo.yaml", "tests/tiny.yaml", str(overlay)))) == {}
+    overlay.write_text("grouping: {clean_rows: 1, caption_rows: 1}\n")
+    configs = ("recipes/demo.yaml", "tests/tiny.yaml", str(overlay))
+    assert planned(snakemake(demo_run, "-n", "all", configs=configs)) == {}
+
+    workdir = copy_of(demo_run, tmp_path)
+    shard = workdir / "data/clean/synth_counting/00001.parquet"
+    pq.write_table(pq.read_table(shard), shard, compression="gzip")  # other bytes, as a rebuild leaves
+    jobs = planned(snakemake(workdir, "-n", "all", configs=configs))
+    stage_jobs = {rule: n for rule, n in jobs.items() if rule.startswith(("clean", "caption", "list_shards"))}
+    assert stage_jobs == {"caption_generate_synth_counting_00001": 1, "caption": 1}, jobs
 
 
 # ---------------------------------------------------------------- 2. the README's commands
