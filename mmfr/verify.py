@@ -125,7 +125,8 @@ def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out:
 
     A trace the teacher did not finish (hit max tokens, empty, backend error) is rejected with
     decided_by='generation'; it never reaches the answer check. An answer comparison that runs out
-    of time is wrong with decided_by='timeout' (counted as 'wrong/timeout'). Token counts use the
+    of time is wrong with decided_by='timeout' (counted as 'wrong/timeout'); a judgment the judge
+    did not give or that does not parse is 'judge_error/judge'. Token counts use the
     teacher's tokenizer (``tokenizer_json``) on at most ``threads`` threads (the job's, capped here
     before anything in the process encodes a batch: see ``limit_tokenizer_threads``)."""
     import pyarrow as pa
@@ -205,17 +206,29 @@ def _judge_requests(rows: list[dict], records: dict, judge: ModelRole, seed: int
 
 
 def _judge(rows: list[dict], records: dict, judge: ModelRole, seed: int, journal: str | None) -> None:
-    """Ask the LLM judge about answers the rules call wrong; an unparseable judgment is an error."""
+    """Ask the LLM judge about answers the rules call wrong. A judge that gives no answer, or none
+    that parses, leaves the trace neither correct nor wrong: verdict 'judge_error', with the reason
+    (counted as 'judge_error/judge'; kept out of every subset and out of DPO's wrong answers). The
+    shard goes on: the journal holds that reply, so a rerun would meet it again."""
 
     todo, reqs, keys = _judge_requests(rows, records, judge, seed)
     if not todo:
         return
     answers = generate(lambda: make_backend(judge), reqs, keys, journal)
+    failed = 0
     for r, k in zip(todo, keys):
         resp = answers[k]
-        if resp.finish_reason != "stop":
-            raise JudgeError(f"judge gave no answer for {r['id']} ({resp.finish_reason}: {resp.error})")
-        if parse_judgment(resp.text):
+        try:
+            if resp.finish_reason != "stop":
+                raise JudgeError(f"judge gave no answer ({resp.finish_reason}: {resp.error})")
+            equivalent = parse_judgment(resp.text)
+        except JudgeError as e:
+            r.update(verdict="judge_error", decided_by="judge", reason=str(e)[:300])
+            failed += 1
+            continue
+        if equivalent:
             r.update(verdict="correct", decided_by="judge", reason="")
         else:
             r["decided_by"] = "judge"
+    if failed:
+        logging.getLogger(__name__).warning("%d of %d judgments unreadable: verdict judge_error", failed, len(todo))

@@ -132,6 +132,31 @@ def test_a_judge_group_asks_once_per_wrong_answer_and_verify_reads_the_judgments
     assert len(loads.judge.asked) == 2 * counts["requests"]
 
 
+def test_a_judgment_that_does_not_parse_is_a_counted_judge_error_and_the_shard_goes_on(shards, loads, tmp_path):
+    """A judge reply with no JUDGMENT line, or one cut at its token budget, makes the trace neither
+    correct nor wrong (verdict judge_error, with the reason), and the rest of the shard is verified:
+    the journal keeps the reply, so aborting would meet it again on every rerun."""
+    root, paths = shards
+    captions = tmp_path / "captions.parquet"
+    ids = pq.read_table(paths[0], columns=["id"]).column("id").to_pylist()
+    pq.write_table(pa.table({"id": ids, "caption": ["a picture"] * len(ids)}), captions)
+    bad = {}
+
+    def reply(key):  # every third request: prose with no verdict line; the rest a verdict
+        n = int(hashlib.sha256(key.encode()).hexdigest(), 16)
+        bad[key] = n % 3 == 0
+        return "They look the same to me." if bad[key] else judgment(key)
+
+    loads.judge.reply = reply
+    counts = verify_shard(str(paths[0]), str(root / "0.traces.parquet"), str(captions), str(root / "tokenizer.json"),
+                          str(tmp_path / "v.parquet"), CHECKS, JUDGE, 7, str(tmp_path / "j.jsonl"))
+    rows = pq.read_table(tmp_path / "v.parquet").to_pylist()
+    errors = [r for r in rows if r["verdict"] == "judge_error"]
+    assert len(errors) == sum(bad.values()) > 0 and counts["judge_error/judge"] == len(errors)
+    assert all(r["decided_by"] == "judge" and "no JUDGMENT line" in r["reason"] for r in errors)
+    assert counts.get("correct/judge", 0) + counts.get("wrong/judge", 0) == len(bad) - len(errors) > 0
+
+
 def test_a_group_job_finds_its_shards_through_the_source_list_in_the_order_of_its_markers(tmp_path):
     folder = tmp_path / "data/clean/src"
     folder.mkdir(parents=True)
