@@ -68,7 +68,8 @@ def verify_response(text: str, answer: str, answer_type: str, choices: list[str]
     if extracted is None:
         return {**out, "verdict": "wrong", "decided_by": "extract", "reason": "no answer found"}
     equal, how = answers_match(extracted, answer, answer_type, choices, cfg)
-    reason = "" if equal else f"{extracted!r} does not match {answer!r}"
+    reason = ("" if equal else f"comparing {extracted!r} with {answer!r} ran out of time" if how == "timeout"
+              else f"{extracted!r} does not match {answer!r}")
     return {**out, "verdict": "correct" if equal else "wrong", "decided_by": how, "reason": reason}
 
 
@@ -125,7 +126,8 @@ def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out:
 
     A trace the teacher did not finish (hit max tokens, empty, backend error) is rejected with
     decided_by='generation'; it never reaches the answer check. An answer comparison that runs out
-    of time is wrong with decided_by='timeout' (counted as 'wrong/timeout'); a judgment the judge
+    of time is wrong with decided_by='timeout' (counted as 'wrong/timeout') unless the judge, when
+    there is one, finds the answers equivalent; a judgment the judge
     did not give or that does not parse is 'judge_error/judge'. Token counts use the
     teacher's tokenizer (``tokenizer_json``) on at most ``threads`` threads (the job's, capped here
     before anything in the process encodes a batch: see ``limit_tokenizer_threads``)."""
@@ -194,7 +196,8 @@ def judge_group(stds: list[str], traces: list[str], journals: list[str], checks:
 def _judge_requests(rows: list[dict], records: dict, judge: ModelRole, seed: int):
     """The rows the judge is asked about (answers the rules call wrong), its requests and their keys."""
 
-    todo = [r for r in rows if r["verdict"] == "wrong" and r["decided_by"] in ("choice", "numeric", "math_verify", "text")]
+    todo = [r for r in rows if r["verdict"] == "wrong"
+            and r["decided_by"] in ("choice", "numeric", "math_verify", "text", "timeout")]
     _, version = prompts.load("judge")
     reqs = []
     for r in todo:
@@ -206,7 +209,8 @@ def _judge_requests(rows: list[dict], records: dict, judge: ModelRole, seed: int
 
 
 def _judge(rows: list[dict], records: dict, judge: ModelRole, seed: int, journal: str | None) -> None:
-    """Ask the LLM judge about answers the rules call wrong. A judge that gives no answer, or none
+    """Ask the LLM judge about answers the rules call wrong (or could not compare in time). A judge
+    that gives no answer, or none
     that parses, leaves the trace neither correct nor wrong: verdict 'judge_error', with the reason
     (counted as 'judge_error/judge'; kept out of every subset and out of DPO's wrong answers). The
     shard goes on: the journal holds that reply, so a rerun would meet it again."""

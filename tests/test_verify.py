@@ -205,6 +205,25 @@ def test_verify_counts_the_comparisons_that_ran_out_of_time(monkeypatch, tmp_pat
     rows = pq.read_table(tmp_path / "verified.parquet").to_pylist()
     assert [(r["verdict"], r["decided_by"], r["cot_tokens"]) for r in rows] == [
         ("wrong", "timeout", 120), ("correct", "numeric", 120), ("wrong", "timeout", 120)]
+    assert "ran out of time" in rows[0]["reason"]
+
+    # with a judge, what the rules could not compare in time goes to it (here it finds them equivalent)
+    from mmfr.generate import Response
+
+    class Judge:
+        asked = []
+
+        def generate(self, requests, keys):
+            for r, k in zip(requests, keys):
+                self.asked.append(r.sample_id)
+                yield Response(k, r.sample_id, r.sample_index, "Same expression.\nJUDGMENT: EQUIVALENT", "stop", 5)
+
+    monkeypatch.setattr("mmfr.verify.make_backend", lambda role: Judge())
+    counts = verify_shard(str(tmp_path / "std.parquet"), str(tmp_path / "traces.parquet"),
+                          str(tmp_path / "captions.parquet"), str(tmp_path / "tokenizer.json"),
+                          str(tmp_path / "judged.parquet"), {}, {"backend": "openai", "model": "j", "revision": "r"},
+                          journal=str(tmp_path / "judge.jsonl"), threads=3)
+    assert counts == {"correct/judge": 2, "correct/numeric": 1} and sorted(Judge.asked) == ["a", "c"]
 
 
 @pytest.mark.parametrize("pred, expected", [
