@@ -50,6 +50,7 @@ DEMO = ("recipes/demo.yaml", "tests/tiny.yaml", "tests/slurm-small.yaml")  # one
 FAULT = "models:\n  clean: {backend: transformers, model: /nonexistent/mmfr-cleaner, revision: v1}\n"
 # artifacts of the rules that ask SLURM for a (fake) GPU in profiles/slurm-test
 GPU_ARTIFACTS = ("data/passrate/", "models/mfr123k/tiny/sft")
+LOCAL_RULES = {"list_shards"}  # the Snakefile's `localrules:`: they run in the submitting process, not in SLURM
 HALF_WRITTEN = "models/base/tiny"  # base_model's output directory exists for ~20 s of its ~35 s
 
 
@@ -203,6 +204,8 @@ def finished_artifacts(workdir: Path) -> dict[str, tuple[str, int]]:
     for rec in (workdir / "provenance").rglob("*.json"):
         art = json.loads(rec.read_text())
         if art["artifact"].endswith(".generated"):  # temporary: removed once its shards are cleaned
+            continue
+        if art["rule"] in LOCAL_RULES:
             continue
         path = workdir / art["artifact"]
         if art["artifact"] not in marked and path.exists():
@@ -400,14 +403,15 @@ def test_every_job_of_the_demo_completed_in_slurm_accounting(story):
 def test_provenance_names_the_slurm_job_and_the_fake_gpu(story):
     workdir = story["workdir"]
     submitted = {j for k in ("killed", "failed", "termed", "final") for j in story[k].job_ids}
-    records, generated_by = {}, {}
+    records, generated_by, local = {}, {}, {}
     for p in (workdir / "provenance").rglob("*.json"):
         rec = json.loads(p.read_text())
-        records[rec["artifact"]] = rec["hardware"]
+        (local if rec["rule"] in LOCAL_RULES else records)[rec["artifact"]] = rec["hardware"]
         if rec["artifact"].startswith("results/scores/") and rec["artifact"].endswith(".parquet"):
             generated_by[rec["artifact"]] = rec["generated_by"][0]
     assert len([a for a in records if a.startswith("data/")]) > 40
     assert all(h["slurm_job_id"] in submitted for h in records.values()), records
+    assert local and all(h["slurm_job_id"] is None for h in local.values()), local  # made by the submitting process
     # every evaluation: the model's answers from a GPU job (evaluate_generate), scored on a CPU
     assert len(generated_by) >= 3 and all(g["rule"] == "evaluate_generate" for g in generated_by.values())
     gpu = {a: h for a, h in records.items() if a.startswith(GPU_ARTIFACTS)}
