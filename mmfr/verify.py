@@ -127,9 +127,8 @@ def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out:
     A trace the teacher did not finish (hit max tokens, empty, backend error) is rejected with
     decided_by='generation'; it never reaches the answer check. An answer comparison that runs out
     of time is wrong with decided_by='timeout' (counted as 'wrong/timeout') unless the judge, when
-    there is one, finds the answers equivalent; a judgment the judge
-    did not give or that does not parse is 'judge_error/judge'. Token counts use the
-    teacher's tokenizer (``tokenizer_json``) on at most ``threads`` threads (the job's, capped here
+    there is one, finds the answers equivalent; a judgment the judge did not give or that does not
+    parse is 'judge_error/judge'. Token counts use the teacher's tokenizer (``tokenizer_json``) on at most ``threads`` threads (the job's, capped here
     before anything in the process encodes a batch: see ``limit_tokenizer_threads``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -210,10 +209,10 @@ def _judge_requests(rows: list[dict], records: dict, judge: ModelRole, seed: int
 
 def _judge(rows: list[dict], records: dict, judge: ModelRole, seed: int, journal: str | None) -> None:
     """Ask the LLM judge about answers the rules call wrong (or could not compare in time). A judge
-    that gives no answer, or none
-    that parses, leaves the trace neither correct nor wrong: verdict 'judge_error', with the reason
-    (counted as 'judge_error/judge'; kept out of every subset and out of DPO's wrong answers). The
-    shard goes on: the journal holds that reply, so a rerun would meet it again."""
+    that gives no answer, or none that parses, leaves the trace neither correct nor wrong: verdict
+    'judge_error', with the reason (counted as 'judge_error/judge'; kept out of every subset and out
+    of DPO's wrong answers). The shard goes on: the journal holds that reply, so a rerun would meet
+    it again."""
 
     todo, reqs, keys = _judge_requests(rows, records, judge, seed)
     if not todo:
