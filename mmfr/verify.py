@@ -128,8 +128,9 @@ def verify_shard(std: str, traces: str, captions: str, tokenizer_json: str, out:
     decided_by='generation'; it never reaches the answer check. An answer comparison that runs out
     of time is wrong with decided_by='timeout' (counted as 'wrong/timeout') unless the judge, when
     there is one, finds the answers equivalent; a judgment the judge did not give or that does not
-    parse is 'judge_error/judge'. Token counts use the teacher's tokenizer (``tokenizer_json``) on at most ``threads`` threads (the job's, capped here
-    before anything in the process encodes a batch: see ``limit_tokenizer_threads``)."""
+    parse is 'judge_error/judge'. Token counts use the teacher's tokenizer (``tokenizer_json``) on
+    at most ``threads`` threads (the job's, capped here before anything in the process encodes a
+    batch: see ``limit_tokenizer_threads``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
