@@ -131,7 +131,13 @@ def listed_shards(shard_list: str, outputs) -> list[str]:
     missing = [n for n in names if n not in listed]
     if missing:
         raise ValueError(f"{shard_list} does not list {missing[:3]} ({len(missing)} shards of this group job)")
-    return [f"{shard_folder(shard_list)}/{n}" for n in names]
+    return shards_in(shard_folder(shard_list), outputs)
+
+
+def shards_in(folder: str, outputs) -> list[str]:
+    """The shards of ``folder`` (data/std/<source>, data/clean/<source>, ...) that a group job's
+    per-shard outputs stand for: the same file names, in the outputs' order."""
+    return [f"{folder}/{Path(str(o)).name}" for o in outputs]
 
 
 def write_markers(markers, counts: dict) -> None:
